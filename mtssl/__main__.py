@@ -1,0 +1,7 @@
+"""``python -m mtssl``: the ``mtssl`` command."""
+
+import sys
+
+from mtssl.cli import main
+
+sys.exit(main())

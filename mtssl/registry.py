@@ -1,0 +1,286 @@
+"""One ``Registry`` type, one instance per kind of building block.
+
+Like timm's ``register_model`` / ``create_model``, with three differences:
+
+- a duplicate name is an error, never a silent overwrite;
+- built-in entries are registered by importing the modules each registry names, explicitly and
+  lazily on first use, not as a side effect of star imports;
+- each entry's options are a typed dataclass, so ``create(name, **cfg)`` rejects an unknown or
+  mistyped option at config time, naming the option and its close matches.
+
+Third-party plugins register through the entry-point group ``mtssl.plugins``. Each entry point
+names a module (its import registers entries) or a function (called once with no arguments).
+Plugins are loaded lazily, once, on the first look-up in any registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import importlib
+import inspect
+import threading
+import typing
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from mtssl.config import ConfigError, build_dataclass, close_matches
+
+__all__ = [
+    "BACKBONES",
+    "DATASETS",
+    "PLUGIN_GROUP",
+    "RECIPES",
+    "REGISTRIES",
+    "STRATEGIES",
+    "TASKS",
+    "TRANSFORMS",
+    "Entry",
+    "PluginError",
+    "Registry",
+    "RegistryError",
+    "load_plugins",
+]
+
+PLUGIN_GROUP = "mtssl.plugins"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RegistryError(LookupError):
+    """An unknown name, or a name registered twice."""
+
+
+class PluginError(ImportError):
+    """A plugin from the ``mtssl.plugins`` entry-point group failed to load."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered building block: its factory and the dataclass of its options."""
+
+    name: str
+    factory: Callable[..., Any]
+    options: type
+
+    @property
+    def summary(self) -> str:
+        """The first line of the factory's docstring."""
+        doc = inspect.getdoc(self.factory) or ""
+        return doc.splitlines()[0] if doc else ""
+
+    def defaults(self) -> dict[str, Any]:
+        """Option names mapped to their defaults (required options map to ``dataclasses.MISSING``)."""
+        out = {}
+        for f in dataclasses.fields(self.options):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+            else:
+                out[f.name] = dataclasses.MISSING
+        return out
+
+
+def options_from_signature(factory: Callable[..., Any], name: str) -> type:
+    """Build the options dataclass of ``factory`` from its annotated keyword parameters."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    hints = typing.get_type_hints(target)
+    fields = []
+    for param in inspect.signature(factory).parameters.values():
+        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            raise TypeError(
+                f"cannot register {name!r}: {factory.__qualname__} takes *{param.name}; "
+                "list every option as a typed parameter instead"
+            )
+        if param.kind is param.POSITIONAL_ONLY:
+            raise TypeError(f"cannot register {name!r}: parameter {param.name!r} is positional-only")
+        tp = hints.get(param.name, Any)
+        if param.default is inspect.Parameter.empty:
+            fields.append((param.name, tp))
+        else:
+            fields.append((param.name, tp, dataclasses.field(default=param.default)))
+    required = [f for f in fields if len(f) == 2]
+    optional = [f for f in fields if len(f) == 3]
+    cls_name = "".join(part.capitalize() for part in _identifier(name).split("_")) + "Options"
+    return dataclasses.make_dataclass(cls_name, required + optional, frozen=True)
+
+
+def _identifier(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+class Registry:
+    """A named collection of factories of one kind.
+
+    Args:
+        kind: what the entries are, e.g. ``"backbone"``; used in messages.
+        modules: modules that define the built-in entries, imported on first look-up.
+
+    Example:
+        >>> reg = Registry("demo")
+        >>> @reg.register("scale")
+        ... def scale(factor: float = 2.0):
+        ...     "Multiply by a factor."
+        ...     return lambda x: factor * x
+        >>> reg.create("scale", factor=3)(2)
+        6.0
+        >>> reg.names("sc*")
+        ['scale']
+    """
+
+    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self._modules = modules
+        self._entries: dict[str, Entry] = {}
+        self._builtins_loaded = not modules
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+    def register(self, name: str, *, options: type | None = None) -> Callable[[F], F]:
+        """Decorator that registers a factory under ``name``.
+
+        The options dataclass is ``options`` if given; the factory itself if it is a dataclass
+        (``create`` then returns the validated instance); otherwise it is built from the factory's
+        annotated parameters, which must all be keywords (no ``**kwargs``).
+
+        Raises:
+            RegistryError: ``name`` is already registered.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+
+        def decorator(factory: F) -> F:
+            if options is not None:
+                if not dataclasses.is_dataclass(options):
+                    raise TypeError(f"options for {name!r} must be a dataclass type, got {options!r}")
+                opts = options
+            elif dataclasses.is_dataclass(factory) and isinstance(factory, type):
+                opts = factory
+            else:
+                opts = options_from_signature(factory, name)
+            with self._lock:
+                if name in self._entries:
+                    other = self._entries[name].factory
+                    raise RegistryError(
+                        f"{self.kind} {name!r} is already registered (by {other.__module__}.{other.__qualname__}); "
+                        "choose another name"
+                    )
+                self._entries[name] = Entry(name, factory, opts)
+            return factory
+
+        return decorator
+
+    def _ensure_loaded(self) -> None:
+        load_plugins()
+        if self._builtins_loaded:
+            return
+        with self._lock:
+            if not self._builtins_loaded:
+                for module in self._modules:
+                    importlib.import_module(module)
+                self._builtins_loaded = True
+
+    def get(self, name: str) -> Entry:
+        """Return the entry registered as ``name``.
+
+        Raises:
+            RegistryError: listing the known names and the closest match.
+        """
+        self._ensure_loaded()
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = sorted(self._entries)
+            matches = close_matches(str(name), known)
+            hint = f" Did you mean {matches[0]!r}?" if matches else ""
+            raise RegistryError(
+                f"unknown {self.kind} {name!r}.{hint} Known {self.kind} names: {', '.join(known) or 'none'}"
+            ) from None
+
+    def create(self, name: str, **cfg: Any) -> Any:
+        """Validate ``cfg`` against the entry's options and build it.
+
+        Raises:
+            RegistryError: ``name`` is unknown.
+            ConfigError: an option is unknown, missing or of the wrong type.
+        """
+        entry = self.get(name)
+        opts = build_dataclass(entry.options, cfg, where=f"{self.kind} {name!r}")
+        if entry.factory is entry.options:
+            return opts
+        return entry.factory(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)})
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted registered names, optionally filtered by a shell-style wildcard (``"sdf*"``)."""
+        self._ensure_loaded()
+        names = sorted(self._entries)
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_loaded()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        self._ensure_loaded()
+        return iter([self._entries[n] for n in sorted(self._entries)])
+
+    def __len__(self) -> int:
+        self._ensure_loaded()
+        return len(self._entries)
+
+
+_plugins_lock = threading.Lock()
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Load every plugin of the ``mtssl.plugins`` entry-point group, once.
+
+    Raises:
+        PluginError: naming the plugin that failed and why; it is retried on the next look-up.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    with _plugins_lock:
+        if _plugins_loaded:
+            return
+        for ep in entry_points(group=PLUGIN_GROUP):
+            try:
+                obj = ep.load()
+                if callable(obj) and not inspect.ismodule(obj):
+                    obj()
+            except Exception as exc:
+                raise PluginError(
+                    f"mtssl plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+                ) from exc
+        _plugins_loaded = True
+
+
+BACKBONES = Registry("backbone")
+TASKS = Registry("task")
+TRANSFORMS = Registry("transform", modules=("mtssl.tasks.transforms",))
+STRATEGIES = Registry("strategy")
+RECIPES = Registry("recipe")
+DATASETS = Registry("dataset")
+
+#: Every registry by kind, as ``mtssl list KIND`` names them.
+REGISTRIES: dict[str, Registry] = {r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, STRATEGIES, RECIPES, DATASETS)}
+
+
+def registry(kind: str) -> Registry:
+    """Return the registry of ``kind`` (``"backbone"``, ``"transform"``, ...; plurals accepted)."""
+    key = kind[:-1] if kind not in REGISTRIES and kind.endswith("s") else kind
+    if key not in REGISTRIES:
+        raise ConfigError(
+            f"unknown registry kind {kind!r}{_hint(kind, REGISTRIES)}; known kinds: {', '.join(REGISTRIES)}"
+        )
+    return REGISTRIES[key]
+
+
+def _hint(word: str, candidates: Any) -> str:
+    matches = close_matches(word, candidates)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""

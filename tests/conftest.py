@@ -1,0 +1,86 @@
+"""Shared fixtures: real data from ../shared/data (or $MTSSL_DATA), restored once into a cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+ROOT = Path(__file__).resolve().parents[1]
+LA_SHARD0 = {"train": 16, "test": 20}
+
+
+def data_dir() -> Path:
+    """The shared data folder: $MTSSL_DATA, else ../shared/data beside the repository."""
+    return Path(os.environ.get("MTSSL_DATA", ROOT.parent / "shared" / "data"))
+
+
+def require_data(path: Path, what: str) -> Path:
+    """Skip (or, under CI=true, fail) when ``path`` is missing."""
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path}; set MTSSL_DATA to the folder holding la/ and isbi2012/"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{msg} (CI=true: data tests must run)")
+    pytest.skip(msg)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MTSSL_CACHE", Path.home() / ".cache" / "mtssl"))
+
+
+@pytest.fixture(scope="session")
+def la_root() -> Path:
+    """LA shard 0 (16 training + 20 test cases) in the standard layout, restored once into a cache."""
+    shards = require_data(data_dir() / "la", "the LA data set")
+    target = _cache_dir() / "la-shard0"
+    lists = {split: target / f"{split}.list" for split in LA_SHARD0}
+    if all(p.exists() and len(p.read_text().split()) == n for (split, p), n in zip(lists.items(), LA_SHARD0.values())):
+        return target
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, str(shards / "restore.py"), str(tmp), "--shards", "0"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def read_la(root: Path, split: str) -> list[tuple[str, torch.Tensor]]:
+    """(case id, uint8 label) for every case of a split."""
+    import h5py
+
+    out = []
+    for cid in (root / f"{split}.list").read_text().split():
+        with h5py.File(root / cid / "mri_norm2.h5", "r") as f:
+            out.append((cid, torch.from_numpy(f["label"][:])))
+    return out
+
+
+@pytest.fixture(scope="session")
+def la_labels(la_root: Path) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """LA labels of shard 0, by split."""
+    return {split: read_la(la_root, split) for split in LA_SHARD0}
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest) -> torch.dtype:
+    return request.param
+
+
+def tolerance(dtype: torch.dtype) -> dict[str, float]:
+    """assert_close tolerances by dtype."""
+    return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}

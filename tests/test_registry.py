@@ -1,0 +1,138 @@
+import dataclasses
+from typing import Literal
+
+import pytest
+
+import mtssl.registry as registry_module
+from mtssl.config import ConfigError
+from mtssl.registry import REGISTRIES, PluginError, Registry, RegistryError, registry
+
+
+@pytest.fixture
+def reg():
+    r = Registry("widget")
+
+    @r.register("linear")
+    def linear(width: int = 8, mode: Literal["a", "b"] = "a", scale: float = 1.0):
+        """A linear widget."""
+        return ("linear", width, mode, scale)
+
+    @r.register("log_scale")
+    @dataclasses.dataclass(frozen=True)
+    class LogScale:
+        """Options that are the entry itself."""
+
+        base: float = 10.0
+
+    return r
+
+
+def test_create_validates_and_builds(reg):
+    assert reg.create("linear", width=4, scale=2) == ("linear", 4, "a", 2.0)
+    assert reg.create("log_scale", base=2).base == 2.0
+
+
+def test_names_with_wildcards(reg):
+    assert reg.names() == ["linear", "log_scale"]
+    assert reg.names("lin*") == ["linear"]
+    assert reg.names("*scale") == ["log_scale"]
+    assert "linear" in reg and len(reg) == 2
+
+
+def test_duplicate_name_is_an_error(reg):
+    with pytest.raises(RegistryError, match="widget 'linear' is already registered"):
+
+        @reg.register("linear")
+        def other():
+            return None
+
+
+def test_unknown_name_lists_known_and_closest(reg):
+    expected = r"unknown widget 'linaer'\. Did you mean 'linear'\? Known widget names: linear, log_scale"
+    with pytest.raises(RegistryError, match=expected):
+        reg.create("linaer")
+
+
+def test_unknown_option_names_close_matches(reg):
+    with pytest.raises(ConfigError, match=r"unknown option \"widget 'linear'.widht\" \(did you mean 'width'\?\)"):
+        reg.create("linear", widht=3)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ({"width": "8"}, "expected an integer"),
+        ({"width": True}, "expected an integer"),
+        ({"mode": "c"}, r"'c' is not one of 'a', 'b'"),
+        ({"scale": "big"}, "expected a number"),
+    ],
+)
+def test_wrong_type_fails(reg, cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        reg.create("linear", **cfg)
+
+
+def test_kwargs_tunnel_is_refused():
+    with pytest.raises(TypeError, match=r"takes \*\*?kwargs"):
+
+        @Registry("x").register("bad")
+        def bad(**kwargs):
+            return kwargs
+
+
+def test_required_option():
+    r = Registry("x")
+
+    @r.register("needs")
+    def needs(size: int):
+        return size
+
+    with pytest.raises(ConfigError, match=r"missing required option \"x 'needs'\.size\""):
+        r.create("needs")
+    assert r.create("needs", size=3) == 3
+
+
+def test_registry_kinds():
+    assert set(REGISTRIES) == {"backbone", "task", "transform", "strategy", "recipe", "dataset"}
+    assert registry("transforms") is REGISTRIES["transform"]
+    with pytest.raises(ConfigError, match="unknown registry kind 'trnsform' \\(did you mean 'transform'\\?\\)"):
+        registry("trnsform")
+
+
+class FakeEntryPoint:
+    def __init__(self, name, target):
+        self.name, self.value, self._target = name, f"fake:{name}", target
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    found = []
+    monkeypatch.setattr(registry_module, "_plugins_loaded", False)
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: found if group == "mtssl.plugins" else [])
+    return found
+
+
+def test_plugin_loaded_lazily_and_once(plugins):
+    calls = []
+    r = Registry("gadget")
+
+    def register():
+        calls.append(1)
+        r.register("from_plugin")(lambda: "made by a plugin")
+
+    plugins.append(FakeEntryPoint("demo", register))
+    assert calls == []  # nothing loads before the first look-up
+    assert r.create("from_plugin") == "made by a plugin"
+    assert r.names() == ["from_plugin"]
+    assert calls == [1]
+
+
+def test_failing_plugin_is_named(plugins):
+    plugins.append(FakeEntryPoint("broken", ModuleNotFoundError("No module named 'missing_dep'")))
+    with pytest.raises(PluginError, match=r"mtssl plugin 'broken' \(fake:broken\) failed to load: ModuleNotFoundError"):
+        Registry("gadget").names()
