@@ -95,6 +95,44 @@ class _LogCorrelate(torch.autograd.Function):
         return grad, None, None
 
 
+class _LogConvAxis(torch.autograd.Function):
+    """``L[x] = logsumexp_y (a[y] - cost[x, y])`` along the last dim of ``(M, n)`` lines.
+
+    Evaluated in row chunks of ``(rows, n, n)`` (bounded memory); the backward recomputes each
+    chunk's weights ``exp(a[y] - cost[x, y] - L[x])`` (always <= 1) instead of storing them.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        rows = max(1, _CHUNK_ELEMENTS // cost.numel())
+        out = torch.empty_like(a)
+        for start in range(0, a.shape[0], rows):
+            block = a[start : start + rows]
+            out[start : start + rows] = torch.logsumexp(block[:, None, :] - cost, dim=-1)
+        ctx.save_for_backward(a, cost, out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> tuple:  # noqa: ANN001
+        a, cost, out = ctx.saved_tensors
+        rows = max(1, _CHUNK_ELEMENTS // cost.numel())
+        grad = torch.empty_like(a)
+        for start in range(0, a.shape[0], rows):
+            sl = slice(start, start + rows)
+            weight = (a[sl, None, :] - cost - out[sl, :, None]).exp_()
+            grad[sl] = torch.einsum("rx,rxy->ry", grad_out[sl], weight)
+        return grad, None
+
+
+def _log_conv_axis(a: torch.Tensor, dim: int, cost: torch.Tensor) -> torch.Tensor:
+    n = a.shape[dim]
+    lines = a.movedim(dim, -1)
+    shape = lines.shape
+    out = _LogConvAxis.apply(lines.reshape(-1, n), cost)
+    return out.reshape(shape).movedim(-1, dim)
+
+
 def _ball(radius: float, spacing: tuple[float, ...]) -> list[tuple[int, ...]]:
     reach = [math.floor(radius / s) for s in spacing]
     grid = itertools.product(*(range(-r, r + 1) for r in reach))
@@ -163,10 +201,11 @@ def soft_distance(
             cap = radius if radius is not None else math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp)))
             log_sum = a.clamp_min(-(cap**2) / h - _FLOOR_MARGIN)
             for axis, (n, s) in enumerate(zip(shape, sp)):
-                reach = n - 1 if radius is None else min(n - 1, math.floor(radius / s))
-                offsets = tuple(tuple(k if d == axis else 0 for d in range(nd)) for k in range(-reach, reach + 1))
-                costs = tuple((k * s) ** 2 / h for k in range(-reach, reach + 1))
-                log_sum = _LogCorrelate.apply(log_sum, offsets, costs)
+                idx = torch.arange(n, device=a.device, dtype=a.dtype)
+                cost = ((idx[:, None] - idx[None, :]) * s).square() / h
+                if radius is not None:  # truncate the window: no weight beyond the radius
+                    cost = cost.masked_fill((idx[:, None] - idx[None, :]).abs() * s > radius, float("inf"))
+                log_sum = _log_conv_axis(log_sum, axis + 1, cost)
             dist = (-h * log_sum).clamp_min(_MIN_SQUARED).sqrt().clamp_max(cap)
     return dist.reshape(b, c, *shape)
 

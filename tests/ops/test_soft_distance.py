@@ -84,14 +84,15 @@ class TestSoftDistance:
         x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda v: soft_distance(F.logsigmoid(v), 0.7, kernel, radius), (x,))
 
-    def test_chunked_equals_unchunked(self, monkeypatch):
+    @pytest.mark.parametrize(("kernel", "radius"), [("gauss", None), ("gauss", 2.0), ("exp", 2.0)])
+    def test_chunked_equals_unchunked(self, monkeypatch, kernel, radius):
         import mtssl.ops.conv_distance as module
 
         x = torch.randn(1, 2, 6, 5, 4, dtype=torch.float64, requires_grad=True)
-        ref = soft_distance(F.logsigmoid(x), 0.5, "exp", 2.0)
+        ref = soft_distance(F.logsigmoid(x), 0.5, kernel, radius)
         (grad_ref,) = torch.autograd.grad(ref.square().sum(), x)
         monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 100)
-        out = soft_distance(F.logsigmoid(x), 0.5, "exp", 2.0)
+        out = soft_distance(F.logsigmoid(x), 0.5, kernel, radius)
         (grad,) = torch.autograd.grad(out.square().sum(), x)
         torch.testing.assert_close(out, ref)
         torch.testing.assert_close(grad, grad_ref)

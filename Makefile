@@ -1,0 +1,41 @@
+# Every target sets up .venv on first use: torch (the pinned CUDA build pip finds on this disk) first,
+# then the package with its dev extras. Delete .venv to start over.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: demo test lint docs bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: the main job (until the engine lands: what is registered)
+demo: $(STAMP)
+	$(BIN)/mtssl list
+
+## test: ruff, the layer contract, pytest, the strict docs build
+test: lint $(STAMP)
+	$(BIN)/pytest
+	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+lint: $(STAMP)
+	$(BIN)/ruff check mtssl tests benchmarks docs
+	$(BIN)/ruff format --check mtssl tests benchmarks docs
+	$(BIN)/lint-imports
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
+## bench: the speed benchmarks that run on this machine
+bench: $(STAMP)
+	$(BIN)/python benchmarks/targets.py
+
+clean:
+	rm -rf build site .pytest_cache
