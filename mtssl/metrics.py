@@ -142,7 +142,7 @@ def compute(
     Example:
         >>> a = torch.zeros(1, 8, 8, dtype=torch.bool); a[0, 2:6, 2:6] = True
         >>> {k: round(v.item(), 3) for k, v in compute(a, a.roll(1, dims=1)).items()}
-        {'dice': 0.75, 'jaccard': 0.6, 'hd95': 1.0, 'asd': 0.25}
+        {'dice': 0.75, 'jaccard': 0.6, 'hd95': 1.0, 'asd': 0.5}
     """
     unknown = [n for n in names if n not in METRICS]
     if unknown:

@@ -103,7 +103,7 @@ class _LogConvAxis(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, a: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
         rows = max(1, _CHUNK_ELEMENTS // cost.numel())
         out = torch.empty_like(a)
         for start in range(0, a.shape[0], rows):
@@ -114,7 +114,7 @@ class _LogConvAxis(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor) -> tuple:  # noqa: ANN001
+    def backward(ctx, grad_out: torch.Tensor) -> tuple:
         a, cost, out = ctx.saved_tensors
         rows = max(1, _CHUNK_ELEMENTS // cost.numel())
         grad = torch.empty_like(a)
@@ -196,7 +196,7 @@ def soft_distance(
             costs = tuple(math.dist([v * s for v, s in zip(o, sp)], [0.0] * nd) / h for o in offsets)
             floor = -radius / h - _FLOOR_MARGIN
             log_sum = _LogCorrelate.apply(a.clamp_min(floor), tuple(offsets), costs)
-            dist = (-h * log_sum).clamp(0.0, radius)
+            dist = (0.0 - h * log_sum).clamp(0.0, radius)  # 0.0 - x: no -0.0
         else:
             cap = radius if radius is not None else math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp)))
             log_sum = a.clamp_min(-(cap**2) / h - _FLOOR_MARGIN)
@@ -239,7 +239,7 @@ def soft_signed_distance(
         ``(B, max(C - 1, 1), *S)`` signed distances.
 
     Example:
-        >>> x = torch.full((1, 1, 1, 5), -20.0); x[..., 2] = 20.0
+        >>> x = torch.full((1, 1, 1, 5), -1000.0); x[..., 2] = 1000.0
         >>> soft_signed_distance(x, h=0.05, kernel="exp", radius=3)[0, 0, 0].round()
         tensor([ 2.,  1., -1.,  1.,  2.])
     """
