@@ -260,7 +260,7 @@ def load_plugins() -> None:
         _plugins_loaded = True
 
 
-BACKBONES = Registry("backbone")
+BACKBONES = Registry("backbone", modules=("mtssl.nets.vnet",))
 TASKS = Registry("task")
 TRANSFORMS = Registry("transform", modules=("mtssl.tasks.transforms",))
 STRATEGIES = Registry("strategy")

@@ -42,3 +42,13 @@ def test_transform_values():
     dist = torch.tensor([0.0, 0.001]).view(1, 1, 1, 2)
     expected = (2 * torch.sigmoid(torch.tensor([0.0, 1.5])) - 1).view(1, 1, 1, 2)
     torch.testing.assert_close(REGISTRIES["transform"].create("dist->seg", k=1500)(dist), expected)
+
+
+@pytest.mark.parametrize("name", REGISTRIES["backbone"].names())
+def test_backbone_forward_backward(name):
+    net = REGISTRIES["backbone"].create(name)
+    x = torch.randn(2, 1, 16, 16, 16, requires_grad=True)  # batch 2: batchnorm at the 1-voxel deepest stage
+    out = net(x)
+    assert out.shape[0] == 2 and out.shape[2:] == x.shape[2:]
+    out.mean().backward()
+    assert torch.isfinite(x.grad).all()

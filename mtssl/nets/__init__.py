@@ -1,0 +1,1 @@
+"""Backbones: networks that map an image to decoder features for the task heads."""
