@@ -26,6 +26,7 @@ __all__ = [
     "apply_overrides",
     "build_dataclass",
     "close_matches",
+    "did_you_mean",
     "load_config",
     "load_yaml",
 ]
@@ -57,7 +58,8 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]
     return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'x', 'y'?)"`` for the close matches of ``word``, or ``""`` when there are none."""
     matches = close_matches(word, candidates)
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
 
@@ -163,7 +165,7 @@ def build_dataclass(cls: type[T], data: Mapping[str, Any] | T | None, where: str
         key = unknown[0]
         known = ", ".join(fields) or "none"
         raise ConfigError(
-            f"unknown option {_join(where, str(key))!r}{_did_you_mean(str(key), fields)}; known options: {known}"
+            f"unknown option {_join(where, str(key))!r}{did_you_mean(str(key), fields)}; known options: {known}"
         )
     values = {}
     for name, field in fields.items():
@@ -191,7 +193,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - one branch
         if value in args:
             return value
         allowed = ", ".join(repr(a) for a in args)
-        hint = _did_you_mean(str(value), [str(a) for a in args])
+        hint = did_you_mean(str(value), [str(a) for a in args])
         raise ConfigError(f"{where}: {value!r} is not one of {allowed}{hint}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -233,7 +235,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - one branch
         if str(value) in by_value:
             return by_value[str(value)]
         allowed = ", ".join(repr(k) for k in by_value)
-        raise ConfigError(f"{where}: {value!r} is not one of {allowed}{_did_you_mean(str(value), by_value)}")
+        raise ConfigError(f"{where}: {value!r} is not one of {allowed}{did_you_mean(str(value), by_value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value

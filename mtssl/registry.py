@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from mtssl.config import ConfigError, build_dataclass, close_matches
+from mtssl.config import ConfigError, build_dataclass, close_matches, did_you_mean
 
 __all__ = [
     "BACKBONES",
@@ -41,6 +41,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "load_plugins",
+    "registry",
 ]
 
 PLUGIN_GROUP = "mtssl.plugins"
@@ -276,11 +277,6 @@ def registry(kind: str) -> Registry:
     key = kind[:-1] if kind not in REGISTRIES and kind.endswith("s") else kind
     if key not in REGISTRIES:
         raise ConfigError(
-            f"unknown registry kind {kind!r}{_hint(kind, REGISTRIES)}; known kinds: {', '.join(REGISTRIES)}"
+            f"unknown registry kind {kind!r}{did_you_mean(kind, REGISTRIES)}; known kinds: {', '.join(REGISTRIES)}"
         )
     return REGISTRIES[key]
-
-
-def _hint(word: str, candidates: Any) -> str:
-    matches = close_matches(word, candidates)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""

@@ -79,8 +79,3 @@ def la_labels(la_root: Path) -> dict[str, list[tuple[str, torch.Tensor]]]:
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     return request.param
-
-
-def tolerance(dtype: torch.dtype) -> dict[str, float]:
-    """assert_close tolerances by dtype."""
-    return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}

@@ -24,13 +24,12 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from mtssl.ops.checks import check_maps, check_spacing
+from mtssl.ops.lines import along_axis, pairwise_cost, row_chunks, stack_size
 
 __all__ = ["soft_distance", "soft_signed_distance"]
 
 Kernel = Literal["exp", "gauss"]
 
-# Elements of the stacked (offsets x voxels) chunk: 2**24 floats is 64 MiB in float32.
-_CHUNK_ELEMENTS = 1 << 24
 # Squared distances are floored here before the square root, so its gradient stays finite.
 _MIN_SQUARED = 1e-12
 # Log-mass below the cap's level, minus this margin, counts as none: the floor's own weight is then
@@ -62,7 +61,7 @@ class _LogCorrelate(torch.autograd.Function):
         ap = _pad(a, pads, float("-inf"))
         cost = torch.tensor(costs, device=a.device, dtype=a.dtype)
         view = (-1,) + (1,) * a.ndim
-        step = max(1, _CHUNK_ELEMENTS // max(a.numel(), 1))
+        step = stack_size(a.numel())
         out = None
         for start in range(0, len(offsets), step):
             offs = offsets[start : start + step]
@@ -84,7 +83,7 @@ class _LogCorrelate(torch.autograd.Function):
         gp = _pad(grad_out.contiguous(), pads, 0.0)
         lp = _pad(out, pads, float("inf"))  # outside the array: zero weight, zero gradient
         view = (-1,) + (1,) * a.ndim
-        step = max(1, _CHUNK_ELEMENTS // max(a.numel(), 1))
+        step = stack_size(a.numel())
         grad = torch.zeros_like(a)
         for start in range(0, len(offsets), step):
             neg = [tuple(-v for v in o) for o in offsets[start : start + step]]
@@ -104,11 +103,11 @@ class _LogConvAxis(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
-        rows = max(1, _CHUNK_ELEMENTS // cost.numel())
         out = torch.empty_like(a)
-        for start in range(0, a.shape[0], rows):
-            block = a[start : start + rows]
-            out[start : start + rows] = torch.logsumexp(block[:, None, :] - cost, dim=-1)
+        chunks = row_chunks(a.shape[0], a.shape[1])
+        for start in chunks:
+            rows = slice(start, start + chunks.step)
+            out[rows] = torch.logsumexp(a[rows, None, :] - cost, dim=-1)
         ctx.save_for_backward(a, cost, out)
         return out
 
@@ -116,21 +115,17 @@ class _LogConvAxis(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple:
         a, cost, out = ctx.saved_tensors
-        rows = max(1, _CHUNK_ELEMENTS // cost.numel())
         grad = torch.empty_like(a)
-        for start in range(0, a.shape[0], rows):
-            sl = slice(start, start + rows)
-            weight = (a[sl, None, :] - cost - out[sl, :, None]).exp_()
-            grad[sl] = torch.einsum("rx,rxy->ry", grad_out[sl], weight)
+        chunks = row_chunks(a.shape[0], a.shape[1])
+        for start in chunks:
+            rows = slice(start, start + chunks.step)
+            weight = (a[rows, None, :] - cost - out[rows, :, None]).exp_()
+            grad[rows] = torch.einsum("rx,rxy->ry", grad_out[rows], weight)
         return grad, None
 
 
 def _log_conv_axis(a: torch.Tensor, dim: int, cost: torch.Tensor) -> torch.Tensor:
-    n = a.shape[dim]
-    lines = a.movedim(dim, -1)
-    shape = lines.shape
-    out = _LogConvAxis.apply(lines.reshape(-1, n), cost)
-    return out.reshape(shape).movedim(-1, dim)
+    return along_axis(a, dim, lambda rows: _LogConvAxis.apply(rows, cost))
 
 
 def _ball(radius: float, spacing: tuple[float, ...]) -> list[tuple[int, ...]]:
@@ -201,10 +196,10 @@ def soft_distance(
             cap = radius if radius is not None else math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp)))
             log_sum = a.clamp_min(-(cap**2) / h - _FLOOR_MARGIN)
             for axis, (n, s) in enumerate(zip(shape, sp)):
-                idx = torch.arange(n, device=a.device, dtype=a.dtype)
-                cost = ((idx[:, None] - idx[None, :]) * s).square() / h
+                squared = pairwise_cost(n, s, a)
+                cost = squared / h
                 if radius is not None:  # truncate the window: no weight beyond the radius
-                    cost = cost.masked_fill((idx[:, None] - idx[None, :]).abs() * s > radius, float("inf"))
+                    cost = cost.masked_fill(squared > radius**2, float("inf"))
                 log_sum = _log_conv_axis(log_sum, axis + 1, cost)
             dist = (-h * log_sum).clamp_min(_MIN_SQUARED).sqrt().clamp_max(cap)
     return dist.reshape(b, c, *shape)

@@ -10,13 +10,11 @@ import torch
 
 from mtssl.ops.boundary import boundary
 from mtssl.ops.checks import check_mask, check_spacing
+from mtssl.ops.lines import along_axis, pairwise_cost, row_chunks
 
 __all__ = ["edt", "signed_distance"]
 
 Backend = Literal["auto", "torch", "scipy"]
-
-# Elements of the (rows, n, n) min-plus block evaluated at once: 2**24 floats is 64 MiB in float32.
-_CHUNK_ELEMENTS = 1 << 24
 
 
 def _diagonal(shape: Sequence[int], spacing: tuple[float, ...]) -> float:
@@ -32,17 +30,17 @@ def _min_plus_along(f: torch.Tensor, dim: int, step: float) -> torch.Tensor:
     n = f.shape[dim]
     if n == 1:
         return f
-    lines = f.movedim(dim, -1)
-    shape = lines.shape
-    lines = lines.reshape(-1, n)
-    idx = torch.arange(n, device=f.device, dtype=f.dtype)
-    cost = ((idx[:, None] - idx[None, :]) * step).square()  # (x, y)
-    rows = max(1, _CHUNK_ELEMENTS // (n * n))
-    out = torch.empty_like(lines)
-    for start in range(0, lines.shape[0], rows):
-        block = lines[start : start + rows]
-        out[start : start + rows] = (block[:, None, :] + cost).amin(dim=-1)
-    return out.reshape(shape).movedim(-1, dim)
+    cost = pairwise_cost(n, step, f)  # (x, y)
+
+    def one_pass(lines: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(lines)
+        chunks = row_chunks(lines.shape[0], n)
+        for start in chunks:
+            rows = slice(start, start + chunks.step)
+            out[rows] = (lines[rows, None, :] + cost).amin(dim=-1)
+        return out
+
+    return along_axis(f, dim, one_pass)
 
 
 def _edt_torch(mask: torch.Tensor, spacing: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -144,8 +142,8 @@ def signed_distance(
     """
     check_mask(mask)
     fg = mask.bool()
-    outside = edt(fg, backend=backend, dtype=dtype)  # distance to the object, 0 inside
-    inside = edt(~fg, backend=backend, dtype=dtype)  # distance to the background, 0 outside
+    # One batched call: distance to the object (0 inside), then to the background (0 outside).
+    outside, inside = edt(torch.cat([fg, ~fg]), backend=backend, dtype=dtype).chunk(2)
     sdf = _minmax(outside) - _minmax(inside)
     sdf = sdf.masked_fill(boundary(fg, "inner"), 0.0)
     dims = tuple(range(1, fg.ndim))

@@ -49,9 +49,9 @@ class TestEdt:
         torch.testing.assert_close(edt(mask, backend="torch"), edt(mask, backend="scipy"))
 
     def test_chunked_min_plus(self, monkeypatch):
-        import mtssl.ops.distance as distance
+        import mtssl.ops.lines as lines
 
-        monkeypatch.setattr(distance, "_CHUNK_ELEMENTS", 50)  # forces many row chunks
+        monkeypatch.setattr(lines, "CHUNK_ELEMENTS", 50)  # forces many row chunks
         mask = random_mask((2, 9, 8, 7))
         torch.testing.assert_close(edt(mask, backend="torch", dtype=torch.float64), scipy_edt(mask), atol=1e-6, rtol=0)
 

@@ -86,12 +86,12 @@ class TestSoftDistance:
 
     @pytest.mark.parametrize(("kernel", "radius"), [("gauss", None), ("gauss", 2.0), ("exp", 2.0)])
     def test_chunked_equals_unchunked(self, monkeypatch, kernel, radius):
-        import mtssl.ops.conv_distance as module
+        import mtssl.ops.lines as lines
 
         x = torch.randn(1, 2, 6, 5, 4, dtype=torch.float64, requires_grad=True)
         ref = soft_distance(F.logsigmoid(x), 0.5, kernel, radius)
         (grad_ref,) = torch.autograd.grad(ref.square().sum(), x)
-        monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 100)
+        monkeypatch.setattr(lines, "CHUNK_ELEMENTS", 100)
         out = soft_distance(F.logsigmoid(x), 0.5, kernel, radius)
         (grad,) = torch.autograd.grad(out.square().sum(), x)
         torch.testing.assert_close(out, ref)
