@@ -26,8 +26,8 @@ test: lint $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 lint: $(STAMP)
-	$(BIN)/ruff check mtssl tests benchmarks docs
-	$(BIN)/ruff format --check mtssl tests benchmarks docs
+	$(BIN)/ruff check mtssl tests benchmarks docs examples
+	$(BIN)/ruff format --check mtssl tests benchmarks docs examples
 	$(BIN)/lint-imports
 
 docs: $(STAMP)

@@ -261,8 +261,8 @@ def load_plugins() -> None:
         _plugins_loaded = True
 
 
-BACKBONES = Registry("backbone", modules=("mtssl.nets.vnet",))
-TASKS = Registry("task")
+BACKBONES = Registry("backbone", modules=("mtssl.nets.vnet", "mtssl.nets.monai_backbones", "mtssl.nets.smp_backbones"))
+TASKS = Registry("task", modules=("mtssl.tasks.seg", "mtssl.tasks.sdf", "mtssl.tasks.dist", "mtssl.tasks.edge"))
 TRANSFORMS = Registry("transform", modules=("mtssl.tasks.transforms",))
 STRATEGIES = Registry("strategy")
 RECIPES = Registry("recipe")

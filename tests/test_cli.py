@@ -26,3 +26,14 @@ def test_list_unknown_kind(capsys):
 def test_console_script_entry_point():
     result = subprocess.run([sys.executable, "-m", "mtssl", "list", "transform"], capture_output=True, text=True)
     assert result.returncode == 0 and "dist->seg" in result.stdout
+
+
+def test_list_backbones_and_tasks(capsys):
+    assert main(["list", "backbone"]) == 0
+    out = capsys.readouterr().out
+    for name in ("vnet", "mcnet", "monai_unet", "monai_segresnet", "smp"):
+        assert name in out
+    assert main(["list", "task"]) == 0
+    out = capsys.readouterr().out
+    for name in ("seg", "sdf", "dist", "edge"):
+        assert f"│ {name} " in out

@@ -5,7 +5,7 @@ Layouts: masks and label maps are ``(B, *S)``; network outputs and multi-channel
 """
 
 from mtssl.ops.boundary import boundary, erode, soft_boundary
-from mtssl.ops.conv_distance import soft_distance, soft_signed_distance
+from mtssl.ops.conv_distance import foreground_log_probs, normalize_max, soft_distance, soft_signed_distance
 from mtssl.ops.distance import edt, signed_distance
 from mtssl.ops.losses import binary_cross_entropy, cross_entropy, dice_loss, mse_loss
 
@@ -16,7 +16,9 @@ __all__ = [
     "dice_loss",
     "edt",
     "erode",
+    "foreground_log_probs",
     "mse_loss",
+    "normalize_max",
     "signed_distance",
     "soft_boundary",
     "soft_distance",

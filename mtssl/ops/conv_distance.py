@@ -26,9 +26,10 @@ from torch.autograd.function import once_differentiable
 from mtssl.ops.checks import check_maps, check_spacing
 from mtssl.ops.lines import along_axis, pairwise_cost, row_chunks, stack_size
 
-__all__ = ["soft_distance", "soft_signed_distance"]
+__all__ = ["foreground_log_probs", "normalize_max", "soft_distance", "soft_signed_distance"]
 
 Kernel = Literal["exp", "gauss"]
+Activation = Literal["auto", "sigmoid", "softmax"]
 
 # Squared distances are floored here before the square root, so its gradient stays finite.
 _MIN_SQUARED = 1e-12
@@ -205,6 +206,40 @@ def soft_distance(
     return dist.reshape(b, c, *shape)
 
 
+def foreground_log_probs(logits: torch.Tensor, activation: Activation = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of each foreground class and of its complement, from logits, in the log domain.
+
+    - ``"sigmoid"``: every channel is an independent binary map; ``log p = logsigmoid(x)``,
+      ``log(1 - p) = logsigmoid(-x)``; K channels give K foreground classes.
+    - ``"softmax"``: channel 0 is the background; classes 1..C-1 are the foreground, and the
+      complement of class k is the log-sum-exp of the other classes' log-probabilities.
+    - ``"auto"``: sigmoid for one channel, softmax for more.
+
+    Args:
+        logits: ``(B, C, *S)``.
+        activation: ``"auto"``, ``"sigmoid"`` or ``"softmax"``.
+
+    Returns:
+        ``(log_fg, log_not_fg)``, each ``(B, K, *S)`` with K = C (sigmoid) or C - 1 (softmax).
+    """
+    check_maps(logits, "logits")
+    if activation not in ("auto", "sigmoid", "softmax"):
+        raise ValueError(f"activation must be 'auto', 'sigmoid' or 'softmax', got {activation!r}")
+    channels = logits.shape[1]
+    if activation == "sigmoid" or (activation == "auto" and channels == 1):
+        return F.logsigmoid(logits), F.logsigmoid(-logits)
+    if channels < 2:
+        raise ValueError("softmax logits need at least 2 channels (background and a class)")
+    log_p = F.log_softmax(logits, dim=1)
+    log_not = [torch.logsumexp(torch.cat([log_p[:, :k], log_p[:, k + 1 :]], dim=1), dim=1) for k in range(1, channels)]
+    return log_p[:, 1:], torch.stack(log_not, 1)
+
+
+def normalize_max(x: torch.Tensor) -> torch.Tensor:
+    """Divide each ``(b, c)`` map of ``(B, C, *S)`` by its maximum (floored at 1e-6)."""
+    return x / x.amax(dim=tuple(range(2, x.ndim)), keepdim=True).clamp_min(1e-6)
+
+
 def soft_signed_distance(
     logits: torch.Tensor,
     h: float,
@@ -212,14 +247,13 @@ def soft_signed_distance(
     radius: float | None = None,
     spacing: Sequence[float] | float | None = None,
     normalize: bool = False,
+    activation: Activation = "auto",
 ) -> torch.Tensor:
     """Differentiable signed distance from segmentation logits, negative inside (DTC's sign).
 
-    ``sdf = D(log p_fg) - D(log p_bg)`` with :func:`soft_distance` ``D``: the soft distance to the
-    object minus the soft distance to the background. One channel of logits is binary (sigmoid,
-    ``log p = logsigmoid(+-x)``); C > 1 channels are softmax classes and the result has one channel
-    per foreground class 1..C-1 (``log p_bg`` is the log-sum-exp of the other classes). All in the
-    log domain, never ``log`` of a probability.
+    ``sdf = D(log p_fg) - D(log p_not_fg)`` with :func:`soft_distance` ``D``: the soft distance to
+    the object minus the soft distance to the background, per foreground class
+    (:func:`foreground_log_probs`). All in the log domain, never ``log`` of a probability.
 
     Args:
         logits: ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
@@ -229,9 +263,10 @@ def soft_signed_distance(
         spacing: voxel size per spatial dim.
         normalize: divide the outside and inside parts by their per-sample, per-channel maxima,
             giving values in [-1, 1] like :func:`mtssl.ops.signed_distance`.
+        activation: how the logits become probabilities (see :func:`foreground_log_probs`).
 
     Returns:
-        ``(B, max(C - 1, 1), *S)`` signed distances.
+        ``(B, K, *S)`` signed distances, one channel per foreground class.
 
     Example:
         >>> x = torch.full((1, 1, 1, 5), -1000.0); x[..., 2] = 1000.0
@@ -240,20 +275,8 @@ def soft_signed_distance(
     """
     check_maps(logits, "logits")
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        x = _as_float32(logits)
-        if x.shape[1] == 1:
-            log_fg, log_bg = F.logsigmoid(x), F.logsigmoid(-x)
-        else:
-            log_p = F.log_softmax(x, dim=1)
-            classes = range(1, x.shape[1])
-            log_fg = log_p[:, 1:]
-            log_bg = torch.stack(
-                [torch.logsumexp(torch.cat([log_p[:, :k], log_p[:, k + 1 :]], dim=1), dim=1) for k in classes], 1
-            )
-        dist = soft_distance(torch.cat([log_fg, log_bg]), h, kernel, radius, spacing)
-        to_fg, to_bg = dist.chunk(2)
+        log_fg, log_bg = foreground_log_probs(_as_float32(logits), activation)
+        to_fg, to_bg = soft_distance(torch.cat([log_fg, log_bg]), h, kernel, radius, spacing).chunk(2)
         if normalize:
-            dims = tuple(range(2, x.ndim))
-            to_fg = to_fg / to_fg.amax(dim=dims, keepdim=True).clamp_min(1e-6)
-            to_bg = to_bg / to_bg.amax(dim=dims, keepdim=True).clamp_min(1e-6)
+            to_fg, to_bg = normalize_max(to_fg), normalize_max(to_bg)
         return to_fg - to_bg

@@ -1,6 +1,15 @@
-"""Cross-task transforms, registered by name (``"sdf->seg"``, ``"seg->sdf"``, ``"dist->seg"``).
+"""Cross-task transforms, registered by name.
 
-Each module is a one-line ``forward`` over an op, computed in float32 under autocast.
+| name | from | to | formula |
+| --- | --- | --- | --- |
+| ``sdf->seg`` | signed distance (negative inside) | foreground probability | ``sigmoid(-k * sdf)`` (DTC) |
+| ``dist->seg`` | inside distance (0 outside) | foreground probability | ``2 * sigmoid(k * d) - 1`` |
+| ``seg->sdf`` | segmentation logits | signed distance | :func:`mtssl.ops.soft_signed_distance` |
+| ``seg->dist`` | segmentation logits | inside distance in [0, 1] | soft distance to the background, normalised |
+| ``seg->edge`` | segmentation logits | boundary map | :func:`mtssl.ops.soft_boundary` of the probability |
+
+All work in 2D and 3D and per channel (one channel per foreground class), in float32 under
+autocast. Each module is a one-line ``forward`` over its function.
 """
 
 from __future__ import annotations
@@ -10,14 +19,67 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mtssl.ops.conv_distance import soft_signed_distance
+from mtssl.ops.boundary import soft_boundary
+from mtssl.ops.conv_distance import (
+    Activation,
+    Kernel,
+    foreground_log_probs,
+    normalize_max,
+    soft_distance,
+    soft_signed_distance,
+)
 from mtssl.registry import TRANSFORMS
 
-__all__ = ["DistToSeg", "SdfToSeg", "SegToSdf"]
+__all__ = [
+    "DistToSeg",
+    "SdfToSeg",
+    "SegToDist",
+    "SegToEdge",
+    "SegToSdf",
+    "dist_to_seg",
+    "sdf_to_seg",
+    "seg_to_dist",
+    "seg_to_edge",
+]
 
 
 def _float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def sdf_to_seg(sdf: torch.Tensor, k: float = 1500.0) -> torch.Tensor:
+    """``(B, K, *S)`` signed distances (negative inside) to foreground probabilities ``sigmoid(-k sdf)``."""
+    with torch.autocast(device_type=sdf.device.type, enabled=False):
+        return torch.sigmoid(-k * _float32(sdf))
+
+
+def dist_to_seg(dist: torch.Tensor, k: float = 1500.0) -> torch.Tensor:
+    """``(B, K, *S)`` inside distances (0 outside) to foreground probabilities ``2 sigmoid(k d) - 1``."""
+    with torch.autocast(device_type=dist.device.type, enabled=False):
+        return 2 * torch.sigmoid(k * _float32(dist)) - 1
+
+
+def seg_to_dist(
+    logits: torch.Tensor,
+    h: float = 0.5,
+    kernel: Kernel = "gauss",
+    radius: float | None = None,
+    activation: Activation = "auto",
+) -> torch.Tensor:
+    """Soft inside distance in [0, 1]: the soft distance to the background, divided by its maximum.
+
+    ``(B, C, *S)`` logits to ``(B, K, *S)``; see :func:`mtssl.ops.soft_distance` for h, kernel, radius.
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        _, log_not_fg = foreground_log_probs(_float32(logits), activation)
+        return normalize_max(soft_distance(log_not_fg, h, kernel, radius))
+
+
+def seg_to_edge(logits: torch.Tensor, activation: Activation = "auto") -> torch.Tensor:
+    """Soft boundary: the spatial gradient magnitude of each foreground probability, ``(B, K, *S)``."""
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        log_fg, _ = foreground_log_probs(_float32(logits), activation)
+        return soft_boundary(log_fg.exp())
 
 
 @TRANSFORMS.register("sdf->seg")
@@ -29,9 +91,7 @@ class SdfToSeg(nn.Module):
         self.k = k
 
     def forward(self, sdf: torch.Tensor) -> torch.Tensor:
-        """``(B, C, *S)`` signed distances to ``(B, C, *S)`` probabilities."""
-        with torch.autocast(device_type=sdf.device.type, enabled=False):
-            return torch.sigmoid(-self.k * _float32(sdf))
+        return sdf_to_seg(sdf, self.k)
 
 
 @TRANSFORMS.register("dist->seg")
@@ -43,9 +103,7 @@ class DistToSeg(nn.Module):
         self.k = k
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        """``(B, C, *S)`` distances (0 outside) to ``(B, C, *S)`` probabilities."""
-        with torch.autocast(device_type=dist.device.type, enabled=False):
-            return 2 * torch.sigmoid(self.k * _float32(dist)) - 1
+        return dist_to_seg(dist, self.k)
 
 
 @TRANSFORMS.register("seg->sdf")
@@ -58,10 +116,40 @@ class SegToSdf(nn.Module):
         kernel: Literal["exp", "gauss"] = "gauss",
         radius: float | None = None,
         normalize: bool = True,
+        activation: Literal["auto", "sigmoid", "softmax"] = "auto",
     ) -> None:
         super().__init__()
-        self.h, self.kernel, self.radius, self.normalize = h, kernel, radius, normalize
+        self.h, self.kernel, self.radius, self.normalize, self.activation = h, kernel, radius, normalize, activation
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(B, C, *S)`` logits to ``(B, max(C - 1, 1), *S)`` signed distances."""
-        return soft_signed_distance(logits, self.h, self.kernel, self.radius, normalize=self.normalize)
+        return soft_signed_distance(logits, self.h, self.kernel, self.radius, None, self.normalize, self.activation)
+
+
+@TRANSFORMS.register("seg->dist")
+class SegToDist(nn.Module):
+    """Differentiable inside distance in [0, 1] from segmentation logits (:func:`seg_to_dist`)."""
+
+    def __init__(
+        self,
+        h: float = 0.5,
+        kernel: Literal["exp", "gauss"] = "gauss",
+        radius: float | None = None,
+        activation: Literal["auto", "sigmoid", "softmax"] = "auto",
+    ) -> None:
+        super().__init__()
+        self.h, self.kernel, self.radius, self.activation = h, kernel, radius, activation
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return seg_to_dist(logits, self.h, self.kernel, self.radius, self.activation)
+
+
+@TRANSFORMS.register("seg->edge")
+class SegToEdge(nn.Module):
+    """Differentiable boundary map from segmentation logits (:func:`seg_to_edge`)."""
+
+    def __init__(self, activation: Literal["auto", "sigmoid", "softmax"] = "auto") -> None:
+        super().__init__()
+        self.activation = activation
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return seg_to_edge(logits, self.activation)

@@ -1,0 +1,109 @@
+"""``MultiTaskModel``: one backbone and a head per task; ``build_model`` makes it from a config.
+
+A backbone returns ``(B, F, *S)`` features, or one such map per decoder (MC-Net); every branch
+gets its own heads. Outputs are a dict by task name; branch ``i >= 1`` adds ``"<task>/<i>"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtssl.config import ConfigError, did_you_mean
+from mtssl.registry import BACKBONES, TASKS
+from mtssl.tasks.base import Task
+
+__all__ = ["MultiTaskModel", "build_model"]
+
+
+class MultiTaskModel(nn.Module):
+    """A backbone with named task heads.
+
+    Args:
+        backbone: a module with ``out_channels`` and ``spatial_dims`` (and ``branches`` when it
+            returns a list of feature maps, one per decoder).
+        tasks: head name -> :class:`~mtssl.tasks.base.Task`.
+
+    Example:
+        >>> from mtssl.nets.vnet import VNet
+        >>> from mtssl.tasks.seg import Segmentation
+        >>> model = MultiTaskModel(VNet(n_filters=4), {"seg": Segmentation()})
+        >>> model(torch.randn(2, 1, 16, 16, 16))["seg"].shape
+        torch.Size([2, 1, 16, 16, 16])
+    """
+
+    def __init__(self, backbone: nn.Module, tasks: Mapping[str, Task]) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("a MultiTaskModel needs at least one task, e.g. {'seg': Segmentation()}")
+        for name, task in tasks.items():
+            if not isinstance(task, Task):
+                raise TypeError(f"task {name!r} must be a mtssl Task, got {type(task).__name__}")
+        self.backbone = backbone
+        self.tasks = dict(tasks)
+        self.spatial_dims: int = backbone.spatial_dims
+        self.branches: int = getattr(backbone, "branches", 1)
+        self.heads = nn.ModuleList(
+            nn.ModuleDict({name: task.head(backbone.out_channels, self.spatial_dims) for name, task in tasks.items()})
+            for _ in range(self.branches)
+        )
+
+    @property
+    def output_names(self) -> list[str]:
+        """Keys of :meth:`forward`'s dict, in order."""
+        return [self._key(name, i) for i in range(self.branches) for name in self.tasks]
+
+    @staticmethod
+    def _key(name: str, branch: int) -> str:
+        return name if branch == 0 else f"{name}/{branch}"
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, C_in, *S)`` image to ``{name: (B, out_channels, *S)}``."""
+        features = self.backbone(image)
+        if not isinstance(features, (list, tuple)):
+            features = [features]
+        return {
+            self._key(name, i): head(feats)
+            for i, (feats, heads) in enumerate(zip(features, self.heads))
+            for name, head in heads.items()
+        }
+
+    def to_channels_last(self) -> MultiTaskModel:
+        """Convert the weights to ``channels_last_3d`` (3D) or ``channels_last`` (2D), in place."""
+        fmt = torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
+        return self.to(memory_format=fmt)
+
+
+def build_model(cfg: Mapping[str, Any]) -> MultiTaskModel:
+    """Build a :class:`MultiTaskModel` from a config mapping.
+
+    ``cfg`` is ``{"backbone": {"name": ..., **options}, "tasks": {head_name: {**options}}}`` (or a
+    whole config holding that under ``"model"``). A head's task is its name unless it sets
+    ``task:``, so two heads of one task can coexist. Options are validated by the registries.
+
+    Example:
+        >>> model = build_model({"backbone": {"name": "vnet"}, "tasks": {"seg": {}, "sdf": {}}})
+        >>> sum(p.numel() for p in model.parameters())
+        9448866
+    """
+    if "model" in cfg and "backbone" not in cfg:
+        cfg = cfg["model"]
+    unknown = [k for k in cfg if k not in ("backbone", "tasks")]
+    if unknown:
+        raise ConfigError(f"unknown model key {unknown[0]!r}{did_you_mean(unknown[0], ['backbone', 'tasks'])}")
+    backbone_cfg = dict(cfg.get("backbone") or {})
+    if "name" not in backbone_cfg:
+        raise ConfigError(f"model.backbone needs a name; known backbones: {', '.join(BACKBONES.names())}")
+    backbone_name = backbone_cfg.pop("name")
+    tasks_cfg = cfg.get("tasks") or {}
+    if not isinstance(tasks_cfg, Mapping) or not tasks_cfg:
+        raise ConfigError(f"model.tasks must map head names to task options; known tasks: {', '.join(TASKS.names())}")
+    backbone = BACKBONES.create(backbone_name, **backbone_cfg)
+    tasks = {}
+    for head, options in tasks_cfg.items():
+        options = dict(options or {})
+        tasks[head] = TASKS.create(options.pop("task", head), **options)
+    return MultiTaskModel(backbone, tasks)

@@ -1,0 +1,66 @@
+"""What a task is: a head, an exact target from a label, and transforms to and from segmentation."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from mtssl.ops.checks import check_mask
+
+__all__ = ["Task", "class_masks"]
+
+SegActivation = Literal["auto", "sigmoid", "softmax"]
+
+
+def class_masks(label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, *S)`` label map (0 = background) to ``(B, K, *S)`` bool masks of classes 1..K."""
+    check_mask(label, "label")
+    if label.is_floating_point():
+        raise TypeError(f"label must be an integer or bool label map, got {label.dtype}")
+    classes = torch.arange(1, num_classes + 1, device=label.device).view(1, -1, *([1] * (label.ndim - 1)))
+    return label.unsqueeze(1).long() == classes
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """Base of every task. Its dataclass fields are the task's options (``num_classes`` foreground classes).
+
+    Subclasses set ``activation`` (the head's output activation) and implement :meth:`target`,
+    :meth:`to_seg` and :meth:`from_seg`. Every map is ``(B, K, *S)``, one channel per foreground class,
+    except the seg task's head, which adds a background channel when it is a softmax.
+    """
+
+    num_classes: int = 1
+
+    activation: ClassVar[type[nn.Module]] = nn.Identity
+    #: Whether :meth:`to_seg` exists (the edge task has no transform to segmentation).
+    has_to_seg: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes counts foreground classes and must be >= 1, got {self.num_classes}")
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the head's output."""
+        return self.num_classes
+
+    def head(self, in_channels: int, spatial_dims: int) -> nn.Module:
+        """A 1x1 convolution to :attr:`out_channels`, then the task's activation."""
+        conv = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(in_channels, self.out_channels, kernel_size=1)
+        return nn.Sequential(conv, self.activation())
+
+    def target(self, label: torch.Tensor) -> torch.Tensor:
+        """The exact target ``(B, K, *S)`` float32 of a ``(B, *S)`` label map, on its device."""
+        raise TypeError(f"{type(self).__name__} defines no target")
+
+    def to_seg(self, output: torch.Tensor) -> torch.Tensor:
+        """This task's head output to foreground probabilities ``(B, K, *S)``."""
+        raise TypeError(f"{type(self).__name__} has no transform to segmentation; use it as an auxiliary target")
+
+    def from_seg(self, seg_logits: torch.Tensor, activation: SegActivation = "auto") -> torch.Tensor:
+        """Segmentation logits ``(B, C, *S)`` to this task's representation ``(B, K, *S)``, differentiably."""
+        raise TypeError(f"{type(self).__name__} defines no transform from segmentation")

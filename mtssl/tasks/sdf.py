@@ -1,0 +1,46 @@
+"""The signed-distance task: tanh regression of DTC's normalised SDF (negative inside)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from mtssl.ops.conv_distance import soft_signed_distance
+from mtssl.ops.distance import signed_distance
+from mtssl.registry import TASKS
+from mtssl.tasks.base import SegActivation, Task, class_masks
+from mtssl.tasks.transforms import sdf_to_seg
+
+__all__ = ["SignedDistance"]
+
+
+@TASKS.register("sdf")
+@dataclasses.dataclass(frozen=True)
+class SignedDistance(Task):
+    """Signed distance in [-1, 1] (tanh head), one channel per foreground class, negative inside.
+
+    Target: :func:`mtssl.ops.signed_distance` per class. To segmentation: ``sigmoid(-k * sdf)``.
+    From segmentation: the normalised :func:`mtssl.ops.soft_signed_distance` with ``h``,
+    ``kernel`` and ``radius``.
+    """
+
+    k: float = 1500.0
+    h: float = 0.5
+    kernel: Literal["exp", "gauss"] = "gauss"
+    radius: float | None = None
+
+    activation: ClassVar[type[nn.Module]] = nn.Tanh
+
+    def target(self, label: torch.Tensor) -> torch.Tensor:
+        masks = class_masks(label, self.num_classes)
+        sdf = signed_distance(masks.flatten(0, 1))
+        return sdf.view(masks.shape)
+
+    def to_seg(self, output: torch.Tensor) -> torch.Tensor:
+        return sdf_to_seg(output, self.k)
+
+    def from_seg(self, seg_logits: torch.Tensor, activation: SegActivation = "auto") -> torch.Tensor:
+        return soft_signed_distance(seg_logits, self.h, self.kernel, self.radius, normalize=True, activation=activation)

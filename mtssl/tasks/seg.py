@@ -1,0 +1,45 @@
+"""The segmentation task: logits, sigmoid (binary or multi-label) or softmax (with a background channel)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from mtssl.registry import TASKS
+from mtssl.tasks.base import SegActivation, Task, class_masks
+
+__all__ = ["Segmentation"]
+
+
+@TASKS.register("seg")
+@dataclasses.dataclass(frozen=True)
+class Segmentation(Task):
+    """Segmentation logits: K sigmoid channels, or K + 1 softmax channels (channel 0 = background).
+
+    Options: ``num_classes`` foreground classes; ``softmax`` adds the background channel (UA-MT's
+    2-channel binary V-Net) instead of independent sigmoids (DTC's 1-channel head).
+    """
+
+    softmax: bool = False
+
+    @property
+    def out_channels(self) -> int:
+        return self.num_classes + 1 if self.softmax else self.num_classes
+
+    @property
+    def seg_activation(self) -> SegActivation:
+        """How this head's logits become probabilities."""
+        return "softmax" if self.softmax else "sigmoid"
+
+    def target(self, label: torch.Tensor) -> torch.Tensor:
+        """Foreground masks ``(B, K, *S)`` as float32 (the label map itself serves CE / Dice)."""
+        return class_masks(label, self.num_classes).float()
+
+    def to_seg(self, output: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=output.device.type, enabled=False):
+            logits = output.float()
+            return torch.softmax(logits, 1)[:, 1:] if self.softmax else torch.sigmoid(logits)
+
+    def from_seg(self, seg_logits: torch.Tensor, activation: SegActivation = "auto") -> torch.Tensor:
+        return seg_logits

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
+
+from mtssl.ops import signed_distance
+from mtssl.registry import TASKS
+from mtssl.tasks.base import class_masks
+
+
+@pytest.fixture
+def label():
+    """Two samples, 3D, classes 0..2 (sample 1 has no class 2)."""
+    lab = torch.zeros(2, 16, 18, 12, dtype=torch.long)
+    lab[0, 3:10, 4:12, 2:9] = 1
+    lab[0, 11:15, 10:16, 3:10] = 2
+    lab[1, 5:13, 2:9, 4:11] = 1
+    return lab
+
+
+def test_class_masks(label):
+    masks = class_masks(label, 2)
+    assert masks.shape == (2, 2, 16, 18, 12) and masks.dtype == torch.bool
+    assert torch.equal(masks[:, 1], label == 2)
+    with pytest.raises(TypeError, match="integer or bool label map"):
+        class_masks(label.float(), 2)
+
+
+def test_seg_channels_and_probabilities():
+    assert TASKS.create("seg").out_channels == 1
+    assert TASKS.create("seg", num_classes=2).out_channels == 2
+    softmax = TASKS.create("seg", num_classes=2, softmax=True)
+    assert softmax.out_channels == 3
+    logits = torch.randn(2, 3, 5, 6)
+    torch.testing.assert_close(softmax.to_seg(logits), torch.softmax(logits, 1)[:, 1:])
+    torch.testing.assert_close(TASKS.create("seg").to_seg(logits[:, :1]), torch.sigmoid(logits[:, :1]))
+
+
+def test_sdf_target_per_class(label):
+    target = TASKS.create("sdf", num_classes=2).target(label)
+    assert target.shape == (2, 2, 16, 18, 12) and target.dtype == torch.float32
+    for c in (1, 2):
+        torch.testing.assert_close(target[:, c - 1], signed_distance(label == c))
+    assert torch.all(target[1, 1] == 0)  # no class 2 in sample 1: DTC's empty-patch value
+
+
+def test_dist_target_against_scipy(label):
+    target = TASKS.create("dist", num_classes=2).target(label)
+    for b in range(2):
+        for c in (1, 2):
+            mask = (label[b] == c).numpy()
+            expected = ndimage.distance_transform_edt(mask)
+            expected = expected / expected.max() if mask.any() else expected
+            np.testing.assert_allclose(target[b, c - 1].numpy(), expected, atol=1e-6)
+
+
+def test_edge_target_against_skimage(label):
+    target = TASKS.create("edge", num_classes=2).target(label)
+    for b in range(2):
+        for c in (1, 2):
+            expected = find_boundaries((label[b] == c).numpy(), mode="inner")
+            assert np.array_equal(target[b, c - 1].numpy().astype(bool), expected)
+
+
+@pytest.mark.parametrize("name", ["seg", "sdf", "dist", "edge"])
+def test_from_seg_shapes(name):
+    task = TASKS.create(name, num_classes=2)
+    logits = torch.randn(2, 3, 8, 8, 6)  # softmax seg logits: background + 2 classes
+    out = task.from_seg(logits, activation="softmax")
+    assert out.shape == ((2, 3, 8, 8, 6) if name == "seg" else (2, 2, 8, 8, 6))
+
+
+def test_heads():
+    head = TASKS.create("sdf").head(16, 3)
+    assert isinstance(head[1], torch.nn.Tanh)
+    out = head(torch.randn(2, 16, 4, 4, 4))
+    assert out.shape == (2, 1, 4, 4, 4) and out.abs().max() < 1
+    assert isinstance(TASKS.create("dist").head(16, 2)[1], torch.nn.Sigmoid)
+    assert sum(p.numel() for p in TASKS.create("seg", softmax=True).head(16, 3).parameters()) == 16 * 2 + 2
+
+
+def test_edge_has_no_transform_to_seg():
+    task = TASKS.create("edge")
+    assert not task.has_to_seg
+    with pytest.raises(TypeError, match="has no transform to segmentation"):
+        task.to_seg(torch.zeros(1, 1, 4, 4))
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="num_classes counts foreground classes"):
+        TASKS.create("sdf", num_classes=0)
+    with pytest.raises(Exception, match=r"'laplace' is not one of 'exp', 'gauss'"):
+        TASKS.create("sdf", kernel="laplace")
