@@ -266,7 +266,7 @@ TASKS = Registry("task", modules=("mtssl.tasks.seg", "mtssl.tasks.sdf", "mtssl.t
 TRANSFORMS = Registry("transform", modules=("mtssl.tasks.transforms",))
 STRATEGIES = Registry("strategy")
 RECIPES = Registry("recipe")
-DATASETS = Registry("dataset")
+DATASETS = Registry("dataset", modules=("mtssl.data.la", "mtssl.data.msd", "mtssl.data.images2d", "mtssl.data.phantom"))
 
 #: Every registry by kind, as ``mtssl list KIND`` names them.
 REGISTRIES: dict[str, Registry] = {r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, STRATEGIES, RECIPES, DATASETS)}

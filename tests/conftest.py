@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,3 +81,29 @@ def la_labels(la_root: Path) -> dict[str, list[tuple[str, torch.Tensor]]]:
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     return request.param
+
+
+MSD_SPACING = (0.8, 0.7, 2.5)
+
+
+@pytest.fixture
+def msd_root(tmp_path):
+    """A tiny MSD folder: 5 CT-like cases of 16x16x12 with spacing (0.8, 0.7, 2.5) and 2 labels."""
+    import nibabel as nib
+
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    training = []
+    for i in range(5):
+        image = rng.normal(40, 200, (16, 16, 12)).astype(np.float32)
+        label = np.zeros((16, 16, 12), np.uint8)
+        label[4:10, 4:10, 3:8] = 1
+        label[11:14, 11:14, 2:5] = 2
+        affine = np.diag([*MSD_SPACING, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), tmp_path / "imagesTr" / f"case_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), tmp_path / "labelsTr" / f"case_{i}.nii.gz")
+        training.append({"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"})
+    meta = {"name": "tiny", "labels": {"0": "background", "1": "organ", "2": "tumour"}, "training": training}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    return tmp_path

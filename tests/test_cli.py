@@ -37,3 +37,10 @@ def test_list_backbones_and_tasks(capsys):
     out = capsys.readouterr().out
     for name in ("seg", "sdf", "dist", "edge"):
         assert f"│ {name} " in out
+
+
+def test_list_datasets(capsys):
+    assert main(["list", "dataset"]) == 0
+    out = capsys.readouterr().out
+    for name in ("la", "msd", "images2d", "phantom"):
+        assert f"│ {name} " in out

@@ -7,7 +7,7 @@ import torch
 
 from mtssl.registry import REGISTRIES
 
-ENTRIES = [(kind, name) for kind, reg in REGISTRIES.items() for name in reg.names()]
+ENTRIES = [(kind, name) for kind, reg in REGISTRIES.items() if kind != "dataset" for name in reg.names()]
 
 
 @pytest.mark.parametrize(("kind", "name"), ENTRIES, ids=[f"{k}:{n}" for k, n in ENTRIES])
@@ -69,3 +69,29 @@ def test_transform_forward_backward(name, shape):
     assert out.shape == shape and out.dtype == torch.float32 and torch.isfinite(out).all()
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def dataset_options(name: str, request: pytest.FixtureRequest) -> dict:
+    """Options that point each registered data set at real or tiny test data; a new entry must add its own."""
+    from tests.conftest import data_dir, require_data
+
+    if name == "la":
+        return {"root": str(request.getfixturevalue("la_root")), "labeled": 4}
+    if name == "msd":
+        return {"root": str(request.getfixturevalue("msd_root")), "patch": (8, 8, 8), "labeled": 2}
+    if name == "images2d":
+        root = require_data(data_dir() / "isbi2012", "the ISBI 2012 data set")
+        return {"root": str(root), "test_cases": ("20", "21"), "foreground_value": 0, "labeled": 4}
+    if name == "phantom":
+        return {"num_train": 6, "num_test": 2, "labeled": 2}
+    raise AssertionError(f"add test options for the new data set {name!r} here")
+
+
+@pytest.mark.parametrize("name", REGISTRIES["dataset"].names())
+def test_dataset_yields_a_batch(name, request):
+    data = REGISTRIES["dataset"].create(name, **dataset_options(name, request))
+    batch = next(iter(data.loader(batch_size=2, labeled_bs=1)))
+    assert set(batch) == {"image", "label", "labeled", "spacing", "case"}
+    assert batch["image"].shape[:2] == (2, data.in_channels) and batch["image"].shape[2:] == data.patch
+    assert batch["labeled"].tolist() == [True, False]
+    assert len(data.test) > 0 and data.test[0]["label"] is not None

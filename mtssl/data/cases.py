@@ -1,0 +1,143 @@
+"""Cases (one volume or image each), their checks, and the choice of labeled and validation cases."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["Case", "CaseData", "DataError", "Split", "check_case", "read_list", "select_split"]
+
+
+class DataError(ValueError):
+    """A data set, file or case that cannot be used as it is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseData:
+    """One loaded case: ``image`` ``(C, *S)`` float32, ``label`` ``(*S)`` uint8 or None, voxel ``spacing``."""
+
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A case id and how to load it (the loader runs at most once when the data set preloads)."""
+
+    id: str
+    load: Callable[[], CaseData]
+
+
+def check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, num_classes: int, spatial_dims: int) -> None:
+    """Fail with a message naming the case for bad shapes, NaN/Inf, or labels outside the classes.
+
+    Args:
+        case_id: used in messages.
+        image: ``(C, *S)``.
+        label: ``(*S)`` or None.
+        num_classes: foreground classes; labels must lie in ``0..num_classes``.
+        spatial_dims: 2 or 3.
+    """
+    if image.ndim != spatial_dims + 1:
+        raise DataError(
+            f"case {case_id}: image must have {spatial_dims} spatial dims (plus channels); got {image.shape}"
+        )
+    if not np.isfinite(image).all():
+        bad = int((~np.isfinite(image)).sum())
+        raise DataError(f"case {case_id}: image has {bad} NaN or Inf values; clean or re-export the file")
+    if label is None:
+        return
+    if label.shape != image.shape[1:]:
+        raise DataError(f"case {case_id}: image shape {image.shape[1:]} and label shape {label.shape} differ")
+    top = int(label.max()) if label.size else 0
+    if top > num_classes or (label.size and int(label.min()) < 0):
+        values = np.unique(label)
+        raise DataError(
+            f"case {case_id}: label values {values[:10].tolist()} lie outside 0..{num_classes} "
+            f"(num_classes={num_classes} foreground classes); set num_classes or remap the labels"
+        )
+
+
+def read_list(path: str | Path) -> list[str]:
+    """Case ids, one per line (blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"list file not found: {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Which training cases are labeled, unlabeled and held out for validation, and how that was chosen."""
+
+    labeled: tuple[str, ...]
+    unlabeled: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    how: str
+
+    def save(self, path: str | Path) -> None:
+        """Write the split as JSON (atomically), e.g. beside a run."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+        tmp.replace(path)
+
+
+def select_split(
+    train_ids: Sequence[str],
+    test_ids: Sequence[str],
+    labeled: int | str | None,
+    selection: Literal["first", "random"] = "first",
+    val: float | str | None = None,
+    seed: int = 1337,
+) -> Split:
+    """Choose the labeled, unlabeled and validation cases among ``train_ids``.
+
+    Args:
+        train_ids: the training pool, in the data set's order.
+        test_ids: the test cases (recorded only).
+        labeled: how many are labeled (the first N, or N seeded at random), a list file of ids,
+            or None for all.
+        selection: ``"first"`` (the literature's) or ``"random"`` (seeded) when ``labeled`` is a count.
+        val: a seeded fraction of the labeled cases, or a list file, held out for model selection.
+        seed: for the random choices.
+    """
+    pool = list(train_ids)
+    rng = np.random.default_rng(seed)
+    if labeled is None:
+        chosen, how = list(pool), "all training cases labeled"
+    elif isinstance(labeled, str):
+        chosen = read_list(labeled)
+        missing = [c for c in chosen if c not in pool]
+        if missing:
+            raise DataError(f"labeled list {labeled} names cases not in the training set: {missing[:5]}")
+        how = f"labeled cases from {labeled}"
+    else:
+        if labeled > len(pool):
+            raise DataError(f"labeled={labeled} but the training set has only {len(pool)} cases")
+        if selection == "first":
+            chosen, how = pool[:labeled], f"first {labeled} training cases labeled"
+        else:
+            chosen = [pool[i] for i in sorted(rng.choice(len(pool), labeled, replace=False))]
+            how = f"{labeled} training cases labeled, chosen at random with seed {seed}"
+    if val is None:
+        held = []
+    elif isinstance(val, str):
+        held = read_list(val)
+        how += f"; validation cases from {val}"
+    else:
+        count = round(val * len(chosen))
+        held = [chosen[i] for i in sorted(rng.choice(len(chosen), count, replace=False))]
+        how += f"; {count} labeled cases held out for validation (fraction {val}, seed {seed})"
+    labeled_ids = [c for c in chosen if c not in held]
+    if not labeled_ids:
+        raise DataError(f"the labeled set is empty ({how}); label at least one training case")
+    unlabeled = [c for c in pool if c not in chosen and c not in held]
+    return Split(tuple(labeled_ids), tuple(unlabeled), tuple(held), tuple(test_ids), how)

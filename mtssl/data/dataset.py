@@ -1,0 +1,162 @@
+"""``SegmentationData``: what every data set entry returns, and the two-stream loader over it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mtssl.data.augment import Augment
+from mtssl.data.cases import Case, CaseData, DataError, Split, check_case
+from mtssl.data.sampler import TwoStreamBatchSampler
+
+__all__ = ["CaseStore", "SegmentationData", "TrainSet", "VolumeSet", "collate"]
+
+
+class CaseStore:
+    """Loads cases and checks each once; ``preload`` keeps them all in memory from the start."""
+
+    def __init__(self, cases: Sequence[Case], num_classes: int, spatial_dims: int, preload: bool) -> None:
+        self.cases = {c.id: c for c in cases}
+        if len(self.cases) != len(cases):
+            raise DataError("case ids must be unique")
+        self.num_classes, self.spatial_dims, self.preload = num_classes, spatial_dims, preload
+        self._memory: dict[str, CaseData] = {}
+        if preload:
+            for case in cases:
+                self._memory[case.id] = self._load(case)
+
+    def _load(self, case: Case) -> CaseData:
+        data = case.load()
+        image = np.asarray(data.image, dtype=np.float32)
+        label = None if data.label is None else np.asarray(data.label, dtype=np.uint8)
+        check_case(case.id, image, label, self.num_classes, self.spatial_dims)
+        return CaseData(image, label, tuple(float(s) for s in data.spacing))
+
+    def __getitem__(self, case_id: str) -> CaseData:
+        if case_id in self._memory:
+            return self._memory[case_id]
+        return self._load(self.cases[case_id])
+
+
+class TrainSet(Dataset):
+    """Augmented training patches; index with ``(index, seed)`` pairs from :class:`TwoStreamBatchSampler`.
+
+    Unlabeled samples carry an all-zero label and ``labeled=False``: their labels never reach a loss.
+    """
+
+    def __init__(self, store: CaseStore, ids: Sequence[str], n_labeled: int, augment: Augment) -> None:
+        self.store, self.ids, self.n_labeled, self.augment = store, list(ids), n_labeled, augment
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = item if isinstance(item, tuple) else (item, item)
+        case_id = self.ids[index]
+        data = self.store[case_id]
+        labeled = index < self.n_labeled
+        label = data.label if labeled and data.label is not None else np.zeros(data.image.shape[1:], np.uint8)
+        image, label = self.augment(data.image, label, np.random.default_rng(seed), labeled, case_id)
+        return {
+            "image": torch.from_numpy(image),
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "labeled": labeled,
+            "spacing": torch.tensor(data.spacing, dtype=torch.float64),
+            "case": case_id,
+        }
+
+
+class VolumeSet(Sequence):
+    """Whole cases for validation or testing: ``image`` ``(C, *S)``, ``label`` ``(*S)``, ``spacing``, ``case``."""
+
+    def __init__(self, store: CaseStore, ids: Sequence[str]) -> None:
+        self.store, self.ids = store, list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        data = self.store[self.ids[index]]
+        label = None if data.label is None else torch.from_numpy(data.label.astype(np.int64))
+        return {
+            "image": torch.from_numpy(data.image),
+            "label": label,
+            "spacing": torch.tensor(data.spacing, dtype=torch.float64),
+            "case": self.ids[index],
+        }
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples into DESIGN.md's batch: image, label, labeled, spacing, case."""
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "label": torch.stack([s["label"] for s in samples]),
+        "labeled": torch.tensor([s["labeled"] for s in samples], dtype=torch.bool),
+        "spacing": torch.stack([s["spacing"] for s in samples]),
+        "case": [s["case"] for s in samples],
+    }
+
+
+class SegmentationData:
+    """A data set ready to train and test on.
+
+    Attributes:
+        train: augmented patches; labeled cases first (``split.labeled``), then ``split.unlabeled``.
+        val: whole labeled cases held out for model selection (may be empty).
+        test: whole test cases.
+        split: which cases are labeled, unlabeled, validation and test, and how that was chosen.
+        num_classes: foreground classes; labels lie in ``0..num_classes``.
+        spatial_dims, in_channels, patch: as the names say.
+    """
+
+    def __init__(
+        self,
+        train_cases: Sequence[Case],
+        test_cases: Sequence[Case],
+        split: Split,
+        num_classes: int,
+        spatial_dims: int,
+        patch: Sequence[int],
+        augment: Sequence[str | dict[str, Any]],
+        fg_crop_prob: float = 0.0,
+        preload: bool = True,
+    ) -> None:
+        if len(patch) != spatial_dims:
+            raise DataError(f"patch {tuple(patch)} must have {spatial_dims} sizes")
+        by_id = {c.id: c for c in train_cases}
+        wanted = [*split.labeled, *split.unlabeled, *split.val]
+        self.store = CaseStore([by_id[i] for i in wanted] + list(test_cases), num_classes, spatial_dims, preload)
+        self.split = split
+        self.num_classes, self.spatial_dims, self.patch = num_classes, spatial_dims, tuple(patch)
+        self.train = TrainSet(
+            self.store, [*split.labeled, *split.unlabeled], len(split.labeled), Augment(augment, patch, fg_crop_prob)
+        )
+        self.val = VolumeSet(self.store, split.val)
+        self.test = VolumeSet(self.store, [c.id for c in test_cases])
+        first = self.store[wanted[0]]
+        self.in_channels = first.image.shape[0]
+
+    @property
+    def labeled_indices(self) -> list[int]:
+        return list(range(len(self.split.labeled)))
+
+    @property
+    def unlabeled_indices(self) -> list[int]:
+        return list(range(len(self.split.labeled), len(self.train)))
+
+    def sampler(self, batch_size: int = 4, labeled_bs: int = 2, seed: int = 1337) -> TwoStreamBatchSampler:
+        """The two-stream batch sampler over :attr:`train`."""
+        return TwoStreamBatchSampler(self.labeled_indices, self.unlabeled_indices, batch_size, labeled_bs, seed)
+
+    def loader(self, batch_size: int = 4, labeled_bs: int = 2, num_workers: int = 0, seed: int = 1337) -> DataLoader:
+        """A DataLoader of two-stream batches (one epoch per iteration; see :class:`TwoStreamBatchSampler`)."""
+        return DataLoader(
+            self.train,
+            batch_sampler=self.sampler(batch_size, labeled_bs, seed),
+            collate_fn=collate,
+            num_workers=num_workers,
+        )

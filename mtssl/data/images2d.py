@@ -1,0 +1,183 @@
+"""Folders of 2D images (PNG/TIFF) with masks, an optional folder of unlabeled images, or 2D slices of volumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mtssl.data.cases import Case, CaseData, DataError, select_split
+from mtssl.data.dataset import SegmentationData
+from mtssl.registry import DATASETS
+
+__all__ = ["images2d", "read_image"]
+
+SUFFIXES = (".png", ".tif", ".tiff")
+VOLUME_SUFFIXES = (".npy", ".nii", ".gz")
+
+
+def _natural(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.stem)]
+
+
+def _list_images(folder: Path, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in suffixes), key=_natural)
+    if not files:
+        raise DataError(f"{folder} holds no {'/'.join(suffixes)} files")
+    return files
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+
+
+@functools.lru_cache(maxsize=4)
+def _read_volume(path: Path) -> np.ndarray:
+    """A 3D volume from ``.npy`` or NIfTI (one read serves all of its slices)."""
+    if not path.is_file():
+        raise DataError(f"missing file {path}")
+    if path.suffix == ".npy":
+        return np.load(path)
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as an array (H, W) or (H, W, channels), as stored."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise DataError(f"missing file {path}")
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img)
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable image: {exc}") from exc
+
+
+def _as_channels(image: np.ndarray, normalization: str) -> np.ndarray:
+    chw = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    chw = chw.astype(np.float32)
+    if normalization == "unit":
+        top = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
+        return chw / top
+    mean = chw.mean(axis=(1, 2), keepdims=True)
+    return (chw - mean) / np.maximum(chw.std(axis=(1, 2), keepdims=True), 1e-8)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reader:
+    """Loads 2D cases: image files with masks of the same name, or slices of volumes."""
+
+    label_folder: Path
+    foreground_value: int | None
+    normalization: str
+    slice_axis: int | None
+
+    def mask_path(self, stem: str, path: Path) -> Path:
+        matches = [self.label_folder / path.name, *(self.label_folder / f"{stem}{s}" for s in SUFFIXES)]
+        found = next((m for m in matches if m.is_file()), None)
+        if found is None:
+            raise DataError(f"case {stem}: no mask named {path.name} in {self.label_folder}")
+        return found
+
+    def load(self, stem: str, path: Path, with_label: bool, index: int | None = None) -> CaseData:
+        if index is None:
+            image = read_image(path)
+            mask = read_image(self.mask_path(stem, path)) if with_label else None
+            mask = mask[..., 0] if mask is not None and mask.ndim == 3 else mask
+        else:
+            image = np.take(_read_volume(path), index, axis=self.slice_axis)
+            mask = (
+                np.take(_read_volume(self.mask_path(stem, path)), index, axis=self.slice_axis) if with_label else None
+            )
+        if mask is not None and self.foreground_value is not None:
+            mask = (mask == self.foreground_value).astype(np.uint8)
+        return CaseData(_as_channels(image, self.normalization), mask, (1.0, 1.0))
+
+    def cases(self, stem: str, path: Path, with_label: bool, prefix: str = "") -> list[Case]:
+        if self.slice_axis is None:
+            return [Case(prefix + stem, lambda: self.load(stem, path, with_label))]
+        depth = _read_volume(path).shape[self.slice_axis]
+        return [Case(f"{prefix}{stem}:{k}", lambda k=k: self.load(stem, path, with_label, k)) for k in range(depth)]
+
+
+@DATASETS.register("images2d")
+def images2d(
+    root: str,
+    image_dir: str = "train/image",
+    label_dir: str = "train/label",
+    unlabeled_dir: str | None = None,
+    test_cases: tuple[str, ...] = (),
+    foreground_value: int | None = 255,
+    num_classes: int = 1,
+    normalization: Literal["zscore", "unit"] = "zscore",
+    slice_axis: int | None = None,
+    labeled: int | str | None = None,
+    selection: Literal["first", "random"] = "first",
+    val: float | str | None = None,
+    patch: tuple[int, int] = (256, 256),
+    augment: tuple[str | dict[str, Any], ...] = ("rot90", "flip", "crop"),
+    fg_crop_prob: float = 0.0,
+    seed: int = 1337,
+) -> SegmentationData:
+    """2D images with masks of the same file name; case ids are the file stems, in natural order.
+
+    ``test_cases`` are held out (never trained on); the rest form the training pool, of which
+    ``labeled`` are labeled; images in ``unlabeled_dir`` join the unlabeled pool as
+    ``unlabeled/<stem>``. A mask pixel is foreground where it equals ``foreground_value``; with
+    ``foreground_value: null`` the mask values are the class ids (0..num_classes).
+
+    With ``slice_axis`` set, the files are 3D volumes (``.npy`` or NIfTI, image and mask of the same
+    name) and every slice along that axis is a 2D case ``<stem>:<index>``; ``test_cases`` then name
+    whole volumes, so no slice of a test volume is trained on.
+
+    For ISBI 2012 (membrane = 0 in the masks, images 20-29 held out, 30 unlabeled images)::
+
+        images2d(root="../shared/data/isbi2012", unlabeled_dir="unlabeled", foreground_value=0,
+                 test_cases=[str(i) for i in range(20, 30)], labeled=4)
+
+    Args:
+        root: base folder; the ``*_dir`` options are relative to it.
+        normalization: ``"zscore"`` per image and channel, or ``"unit"`` (divide by the dtype's maximum).
+        labeled, selection, val, patch, augment, fg_crop_prob, seed: as :func:`mtssl.data.la.la`.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(f"image data set not found: {base} is not a folder")
+    suffixes = VOLUME_SUFFIXES if slice_axis is not None else SUFFIXES
+    images = {_stem(p): p for p in _list_images(base / image_dir, suffixes)}
+    unknown = [c for c in test_cases if c not in images]
+    if unknown:
+        raise DataError(f"test_cases {unknown[:5]} have no image in {base / image_dir}")
+    label_folder = base / label_dir
+
+    reader = _Reader(label_folder, foreground_value, normalization, slice_axis)
+    cases = [c for stem in images if stem not in test_cases for c in reader.cases(stem, images[stem], True)]
+    extra = []
+    if unlabeled_dir is not None:
+        for path in _list_images(base / unlabeled_dir, suffixes):
+            extra += reader.cases(_stem(path), path, False, prefix="unlabeled/")
+    tests = [c for stem in test_cases for c in reader.cases(stem, images[stem], True)]
+    split = select_split([c.id for c in cases], [c.id for c in tests], labeled, selection, val, seed)
+    split = dataclasses.replace(split, unlabeled=split.unlabeled + tuple(c.id for c in extra))
+    if extra:
+        split = dataclasses.replace(split, how=split.how + f"; {len(extra)} images from {unlabeled_dir} unlabeled")
+    return SegmentationData(
+        cases + extra,
+        tests,
+        split,
+        num_classes=num_classes,
+        spatial_dims=2,
+        patch=patch,
+        augment=augment,
+        fg_crop_prob=fg_crop_prob,
+        preload=True,
+    )

@@ -1,0 +1,87 @@
+"""The Left Atrium (LA 2018) benchmark in the community's layout (UA-MT, DTC, MC-Net, SS-Net, BCP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mtssl.data.cases import Case, CaseData, DataError, read_list, select_split
+from mtssl.data.dataset import SegmentationData
+from mtssl.registry import DATASETS
+
+__all__ = ["la", "read_h5_case"]
+
+HOW_TO_GET = (
+    "LA is the 2018 Atrial Segmentation Challenge data in the UA-MT/DTC preprocessing (as distributed "
+    "with HiLab-git/DTC; in this project's workspace: python ../shared/data/la/restore.py DIR). The layout "
+    "must be <root>/<ID>/mri_norm2.h5 (datasets 'image' float32 and 'label' uint8) with <root>/train.list "
+    "and <root>/test.list naming one ID per line"
+)
+
+
+def read_h5_case(path: Path) -> CaseData:
+    """Read ``image`` and ``label`` from an LA ``mri_norm2.h5``, with clear errors for bad files."""
+    import h5py
+
+    if not path.is_file():
+        raise DataError(f"missing file {path}. {HOW_TO_GET}")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("image", "label") if k not in f]
+            if missing:
+                raise DataError(f"{path} has no {missing[0]!r} dataset (it holds {sorted(f.keys())}); {HOW_TO_GET}")
+            image, label = f["image"][:], f["label"][:]
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable HDF5 file ({exc}); restore or download it again") from exc
+    return CaseData(image[None].astype(np.float32), label.astype(np.uint8), (1.0, 1.0, 1.0))
+
+
+@DATASETS.register("la")
+def la(
+    root: str = "data/LA",
+    labeled: int | str | None = 16,
+    selection: Literal["first", "random"] = "first",
+    val: float | str | None = None,
+    patch: tuple[int, int, int] = (112, 112, 80),
+    augment: tuple[str | dict[str, Any], ...] = ("rot90", "flip", "crop"),
+    fg_crop_prob: float = 0.0,
+    seed: int = 1337,
+) -> SegmentationData:
+    """Left Atrium: ``train.list`` (labeled = its first N) and ``test.list``, preloaded into memory.
+
+    Args:
+        root: the folder holding ``train.list``, ``test.list`` and one folder per case.
+        labeled: labeled cases: a count (4, 8, 16 in the literature), a list file, or None for all.
+        selection: ``"first"`` N of ``train.list`` (the literature's) or ``"random"`` (seeded).
+        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
+        patch: training crop, after rot90 and flip as UA-MT and DTC.
+        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
+        fg_crop_prob: probability of centring a labeled crop on the foreground.
+        seed: for random choices.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(f"LA data not found: {base} is not a folder. {HOW_TO_GET}")
+    lists = {split: base / f"{split}.list" for split in ("train", "test")}
+    for path in lists.values():
+        if not path.is_file():
+            raise DataError(f"LA data incomplete: {path} is missing. {HOW_TO_GET}")
+    train_ids, test_ids = read_list(lists["train"]), read_list(lists["test"])
+
+    def case(case_id: str) -> Case:
+        return Case(case_id, lambda: read_h5_case(base / case_id / "mri_norm2.h5"))
+
+    split = select_split(train_ids, test_ids, labeled, selection, val, seed)
+    return SegmentationData(
+        [case(i) for i in train_ids],
+        [case(i) for i in test_ids],
+        split,
+        num_classes=1,
+        spatial_dims=3,
+        patch=patch,
+        augment=augment,
+        fg_crop_prob=fg_crop_prob,
+        preload=True,
+    )

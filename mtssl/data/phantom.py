@@ -1,0 +1,105 @@
+"""A deterministic synthetic data set, 3D or 2D, generated in code: no download needed.
+
+Smooth random blob-shaped organs (1 or 3 classes) in MRI-like images: a textured background,
+partial-volume blur, a smooth multiplicative bias field and Rician noise, then a per-case z-score.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage
+
+from mtssl.data.cases import Case, CaseData, DataError, select_split
+from mtssl.data.dataset import SegmentationData
+from mtssl.registry import DATASETS
+
+__all__ = ["make_phantom", "phantom"]
+
+_INTENSITY = (0.25, 0.85, 0.6, 1.0)  # background, class 1, 2, 3
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    field = ndimage.gaussian_filter(rng.normal(size=shape), sigma, mode="wrap")
+    return field / max(field.std(), 1e-8)
+
+
+def make_phantom(shape: tuple[int, ...], classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One case: image ``(1, *shape)`` float32 (z-scored) and label ``shape`` uint8 with values 0..classes."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    label = np.zeros(shape, np.uint8)
+    # Organ centres spread around the middle so that three classes rarely cover each other.
+    angles = rng.uniform(0, 2 * np.pi) + np.arange(classes) * 2 * np.pi / classes
+    for c in range(classes):
+        offset = 0.0 if classes == 1 else 0.35
+        centre = rng.uniform(-0.15, 0.15, len(shape))
+        centre[0] += offset * np.cos(angles[c])
+        centre[1] += offset * np.sin(angles[c])
+        radii = rng.uniform(0.45, 0.65, len(shape)) * (1.0 if classes == 1 else 0.55)
+        r = sum(((x - m) / a) ** 2 for x, m, a in zip(grid, centre, radii))
+        wobble = 0.25 * _smooth_field(rng, shape, sigma=max(shape) / 8)
+        label[r + wobble < 1] = c + 1
+    intensity = np.take(np.asarray(_INTENSITY, np.float32), label)
+    intensity += 0.05 * _smooth_field(rng, shape, sigma=1.5)  # tissue texture
+    intensity = ndimage.gaussian_filter(intensity, 0.8)  # partial-volume blur
+    intensity *= np.exp(0.15 * _smooth_field(rng, shape, sigma=max(shape) / 3))  # bias field
+    noise = rng.normal(0, 0.06, (2, *shape))
+    image = np.sqrt((intensity + noise[0]) ** 2 + noise[1] ** 2)  # Rician, as MRI magnitude
+    image = (image - image.mean()) / image.std()
+    return image[None].astype(np.float32), label
+
+
+@DATASETS.register("phantom")
+def phantom(
+    spatial_dims: Literal[2, 3] = 3,
+    classes: Literal[1, 3] = 1,
+    num_train: int = 16,
+    num_test: int = 4,
+    labeled: int | str | None = 4,
+    size: tuple[int, ...] | None = None,
+    patch: tuple[int, ...] | None = None,
+    selection: Literal["first", "random"] = "first",
+    val: float | str | None = None,
+    augment: tuple[str | dict[str, Any], ...] = ("rot90", "flip", "crop"),
+    fg_crop_prob: float = 0.0,
+    seed: int = 0,
+) -> SegmentationData:
+    """Synthetic organs; the same seed always gives the same volumes.
+
+    Args:
+        spatial_dims: 3 (volumes) or 2 (images).
+        classes: 1 organ or 3.
+        num_train, num_test: cases in each split.
+        labeled: labeled training cases (the first N by default).
+        size: volume size; 64x64x48 in 3D, 96x96 in 2D by default.
+        patch: training crop; 48x48x32 in 3D, 64x64 in 2D by default.
+        selection, val, augment, fg_crop_prob: as :func:`mtssl.data.la.la`.
+        seed: generates the cases (and seeds the random choices).
+    """
+    size = tuple(size or ((64, 64, 48) if spatial_dims == 3 else (96, 96)))
+    patch = tuple(patch or ((48, 48, 32) if spatial_dims == 3 else (64, 64)))
+    if len(size) != spatial_dims:
+        raise DataError(f"size {size} must have {spatial_dims} values for spatial_dims={spatial_dims}")
+
+    def case(index: int) -> Case:
+        def load() -> CaseData:
+            image, label = make_phantom(size, classes, seed * 100_003 + index)
+            return CaseData(image, label, (1.0,) * spatial_dims)
+
+        return Case(f"phantom{index:03d}", load)
+
+    cases = [case(i) for i in range(num_train + num_test)]
+    train, test = cases[:num_train], cases[num_train:]
+    split = select_split([c.id for c in train], [c.id for c in test], labeled, selection, val, seed)
+    return SegmentationData(
+        train,
+        test,
+        split,
+        num_classes=classes,
+        spatial_dims=spatial_dims,
+        patch=patch,
+        augment=augment,
+        fg_crop_prob=fg_crop_prob,
+    )
