@@ -9,13 +9,17 @@ through differentiable cross-task transforms. Subpackages are imported on demand
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["MultiTaskModel", "build_model"]
+__all__ = ["MultiTaskModel", "build_model", "load"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that ``import mtssl`` stays light (no torch.nn model code until asked).
-    if name in __all__:
+    if name in ("MultiTaskModel", "build_model"):
         from mtssl import model
 
         return getattr(model, name)
+    if name == "load":
+        from mtssl.engine.predictor import load
+
+        return load
     raise AttributeError(f"module 'mtssl' has no attribute {name!r}")

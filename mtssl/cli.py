@@ -1,13 +1,16 @@
-"""The ``mtssl`` command line."""
+"""The ``mtssl`` command line: ``list``, ``train``, ``evaluate`` and ``predict``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "print_metrics"]
 
 
 def _format_default(value: object) -> str:
@@ -40,6 +43,107 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_metrics(summary: Mapping[str, Any], title: str = "test metrics") -> None:
+    """A rich table of the four metrics (mean ± std over cases and classes)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title} ({summary['cases']} cases, selection: {summary['selection']})")
+    for column in (
+        "Dice %",
+        "Jaccard %",
+        f"95HD ({summary['units']['hd95']})",
+        f"ASD ({summary['units']['asd']})",
+        "empty",
+    ):
+        table.add_column(column, justify="right")
+
+    def cell(name: str, scale: float) -> str:
+        mean, std = summary["mean"][name], summary["std"][name]
+        if mean is None:
+            return "n/a"
+        nan = summary["nan_counts"][name]
+        return f"{mean * scale:.2f} ± {std * scale:.2f}" + (f" ({nan} NaN)" if nan else "")
+
+    table.add_row(
+        cell("dice", 100), cell("jaccard", 100), cell("hd95", 1), cell("asd", 1), str(summary["empty_predictions"])
+    )
+    Console().print(table)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mtssl.config import load_config
+    from mtssl.engine.run import train_run
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    summary = train_run(config, out, resume=args.resume)
+    if summary is not None:
+        print_metrics(summary)
+    print(f"run folder: {out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mtssl.engine.run import evaluate_run
+
+    summary = evaluate_run(args.target, args.overrides, args.out)
+    print_metrics(summary)
+    return 0
+
+
+def _write_prediction(
+    path: Path, labels: Any, probs: Any, meta: Mapping[str, Any], out: Path, with_probs: bool
+) -> Path:
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    name = path.name
+    if meta["format"] == "nifti":
+        import nibabel as nib
+
+        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+        target = out / f"{stem}_pred.nii.gz"
+        nib.save(nib.Nifti1Image(labels, meta["affine"]), target)
+        if with_probs:
+            nib.save(nib.Nifti1Image(np.moveaxis(probs, 0, -1), meta["affine"]), out / f"{stem}_prob.nii.gz")
+    elif meta["format"] == "h5":
+        import h5py
+
+        target = out / f"{path.stem}_pred.h5"
+        with h5py.File(target, "w") as f:
+            f.create_dataset("label", data=labels, compression="gzip")
+            if with_probs:
+                f.create_dataset("probability", data=probs, compression="gzip")
+    elif meta["format"] == "image":
+        from PIL import Image
+
+        target = out / f"{path.stem}_pred.png"
+        scale = 255 // max(int(labels.max()), 1) if labels.max() <= 1 else 1
+        Image.fromarray((labels * scale).astype(np.uint8)).save(target)
+        if with_probs:
+            np.save(out / f"{path.stem}_prob.npy", probs)
+    else:
+        target = out / f"{path.stem}_pred.npy"
+        np.save(target, labels)
+        if with_probs:
+            np.save(out / f"{path.stem}_prob.npy", probs)
+    return target
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mtssl.engine.predictor import load, read_input
+
+    predictor = load(args.checkpoint)
+    for item in args.inputs:
+        path = Path(item)
+        image, meta = read_input(path)
+        probs, labels = predictor(image)
+        target = _write_prediction(path, labels, probs, meta, Path(args.out), args.probabilities)
+        print(f"{path} -> {target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mtssl`` command."""
     parser = argparse.ArgumentParser(prog="mtssl", description="Semi-supervised multi-task segmentation.")
@@ -47,10 +151,46 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="list what is registered: backbones, tasks, transforms, ...")
     p_list.add_argument("kind", nargs="?", help="one registry: backbone, task, transform, strategy, recipe, dataset")
     p_list.set_defaults(func=_cmd_list)
+
+    p_train = sub.add_parser("train", help="train a recipe, then test it")
+    p_train.add_argument("config", help="a YAML config")
+    p_train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p_train.add_argument("--out", help="the run folder (default: runs/<config name>)")
+    p_train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
+    p_train.set_defaults(func=_cmd_train)
+
+    p_eval = sub.add_parser("evaluate", help="test a run folder or a checkpoint")
+    p_eval.add_argument("target", help="a run folder or a .pt checkpoint")
+    p_eval.add_argument("overrides", nargs="*", help="key.sub=value overrides of the saved config")
+    p_eval.add_argument("--out", help="where to write metrics.json and metrics.csv (default: the run folder)")
+    p_eval.set_defaults(func=_cmd_evaluate)
+
+    p_pred = sub.add_parser("predict", help="segment images with a checkpoint")
+    p_pred.add_argument("checkpoint", help="a .pt checkpoint or a run folder")
+    p_pred.add_argument("inputs", nargs="+", help="NIfTI, h5, PNG/TIFF or .npy files")
+    p_pred.add_argument("--out", required=True, help="output folder")
+    p_pred.add_argument("--probabilities", action="store_true", help="also write probability maps")
+    p_pred.set_defaults(func=_cmd_predict)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mtssl`` command with ``argv`` (``sys.argv[1:]`` when ``None``); return the exit code."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    from mtssl.config import ConfigError
+    from mtssl.data.cases import DataError
+    from mtssl.engine.checkpoint import CheckpointError
+    from mtssl.registry import RegistryError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (``mtssl train cfg.yaml --out d a.b=1``).
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, CheckpointError, RegistryError) as exc:
+        print(f"mtssl {args.command}: {exc}", file=sys.stderr)
+        return 2

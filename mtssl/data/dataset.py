@@ -111,6 +111,9 @@ class SegmentationData:
         split: which cases are labeled, unlabeled, validation and test, and how that was chosen.
         num_classes: foreground classes; labels lie in ``0..num_classes``.
         spatial_dims, in_channels, patch: as the names say.
+        preprocessing: how raw inputs were normalised (``{"normalization": "none" | "zscore" | ...}``),
+            saved in checkpoints so that inference can repeat it.
+        physical_spacing: whether ``spacing`` is physical (mm), so distances are reported in mm.
     """
 
     def __init__(
@@ -124,6 +127,8 @@ class SegmentationData:
         augment: Sequence[str | dict[str, Any]],
         fg_crop_prob: float = 0.0,
         preload: bool = True,
+        preprocessing: dict[str, Any] | None = None,
+        physical_spacing: bool = False,
     ) -> None:
         if len(patch) != spatial_dims:
             raise DataError(f"patch {tuple(patch)} must have {spatial_dims} sizes")
@@ -131,6 +136,8 @@ class SegmentationData:
         wanted = [*split.labeled, *split.unlabeled, *split.val]
         self.store = CaseStore([by_id[i] for i in wanted] + list(test_cases), num_classes, spatial_dims, preload)
         self.split = split
+        self.preprocessing = dict(preprocessing or {"normalization": "none"})
+        self.physical_spacing = physical_spacing
         self.num_classes, self.spatial_dims, self.patch = num_classes, spatial_dims, tuple(patch)
         self.train = TrainSet(
             self.store, [*split.labeled, *split.unlabeled], len(split.labeled), Augment(augment, patch, fg_crop_prob)
@@ -152,11 +159,24 @@ class SegmentationData:
         """The two-stream batch sampler over :attr:`train`."""
         return TwoStreamBatchSampler(self.labeled_indices, self.unlabeled_indices, batch_size, labeled_bs, seed)
 
-    def loader(self, batch_size: int = 4, labeled_bs: int = 2, num_workers: int = 0, seed: int = 1337) -> DataLoader:
-        """A DataLoader of two-stream batches (one epoch per iteration; see :class:`TwoStreamBatchSampler`)."""
+    def loader(
+        self,
+        batch_size: int = 4,
+        labeled_bs: int = 2,
+        num_workers: int = 0,
+        seed: int = 1337,
+        pin_memory: bool = False,
+    ) -> DataLoader:
+        """A DataLoader of two-stream batches (one epoch per iteration; see :class:`TwoStreamBatchSampler`).
+
+        It has its own torch generator, so creating an iterator never draws from the global RNG
+        (which drives dropout): a resumed run stays bit-identical.
+        """
         return DataLoader(
             self.train,
             batch_sampler=self.sampler(batch_size, labeled_bs, seed),
             collate_fn=collate,
             num_workers=num_workers,
+            pin_memory=pin_memory,
+            generator=torch.Generator().manual_seed(seed),
         )

@@ -14,7 +14,7 @@ from mtssl.data.cases import Case, CaseData, DataError, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.registry import DATASETS
 
-__all__ = ["images2d", "read_image"]
+__all__ = ["image_to_channels", "images2d", "read_image"]
 
 SUFFIXES = (".png", ".tif", ".tiff")
 VOLUME_SUFFIXES = (".npy", ".nii", ".gz")
@@ -62,7 +62,8 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"{path} is not a readable image: {exc}") from exc
 
 
-def _as_channels(image: np.ndarray, normalization: str) -> np.ndarray:
+def image_to_channels(image: np.ndarray, normalization: str) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, C)`` image to ``(C, H, W)`` float32, z-scored per channel or scaled to [0, 1]."""
     chw = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
     chw = chw.astype(np.float32)
     if normalization == "unit":
@@ -100,7 +101,7 @@ class _Reader:
             )
         if mask is not None and self.foreground_value is not None:
             mask = (mask == self.foreground_value).astype(np.uint8)
-        return CaseData(_as_channels(image, self.normalization), mask, (1.0, 1.0))
+        return CaseData(image_to_channels(image, self.normalization), mask, (1.0, 1.0))
 
     def cases(self, stem: str, path: Path, with_label: bool, prefix: str = "") -> list[Case]:
         if self.slice_axis is None:
@@ -180,4 +181,5 @@ def images2d(
         augment=augment,
         fg_crop_prob=fg_crop_prob,
         preload=True,
+        preprocessing={"normalization": normalization},
     )

@@ -12,7 +12,7 @@ from mtssl.data.cases import Case, CaseData, DataError, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.registry import DATASETS
 
-__all__ = ["msd", "read_nifti"]
+__all__ = ["msd", "normalize_volume", "read_nifti"]
 
 
 def _case_id(path: str) -> str:
@@ -39,7 +39,8 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     return data, spacing
 
 
-def _normalize(image: np.ndarray, mode: str, window: tuple[float, float]) -> np.ndarray:
+def normalize_volume(image: np.ndarray, mode: str, window: tuple[float, float]) -> np.ndarray:
+    """``(C, *S)`` volume: ``"zscore"`` per channel, or ``"ct"``: clipped to ``window`` and scaled to [0, 1]."""
     if mode == "ct":
         lo, hi = window
         return (np.clip(image, lo, hi) - lo) / (hi - lo)
@@ -95,7 +96,7 @@ def msd(
         entry = entries[case_id]
         image, spacing = read_nifti(base / entry["image"])
         label, _ = read_nifti(base / entry["label"])
-        return CaseData(_normalize(image, normalization, ct_window).astype(np.float32), label[0], spacing)
+        return CaseData(normalize_volume(image, normalization, ct_window).astype(np.float32), label[0], spacing)
 
     ids = list(entries)
     if split_file is not None:
@@ -121,4 +122,6 @@ def msd(
         augment=augment,
         fg_crop_prob=fg_crop_prob,
         preload=preload,
+        preprocessing={"normalization": normalization, "ct_window": list(ct_window)},
+        physical_spacing=True,
     )

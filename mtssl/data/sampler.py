@@ -46,14 +46,14 @@ class TwoStreamBatchSampler(Sampler[list[tuple[int, int]]]):
             )
         self.labeled, self.unlabeled = list(labeled), list(unlabeled)
         self.batch_size, self.labeled_bs, self.seed = batch_size, labeled_bs, seed
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
         return len(self.labeled) // self.labeled_bs
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose permutations the next iteration uses."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Choose the epoch the next iteration uses, and the batch it starts at (to resume mid-epoch)."""
+        self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -61,12 +61,14 @@ class TwoStreamBatchSampler(Sampler[list[tuple[int, int]]]):
         unlabeled = self._cycle(rng)
         n_unlabeled = self.batch_size - self.labeled_bs
         seeds = np.random.SeedSequence([self.seed, self.epoch, 1])
+        start, self.start = self.start, 0
         self.epoch += 1
         for b in range(len(self)):
             indices = labeled[b * self.labeled_bs : (b + 1) * self.labeled_bs]
             indices += [next(unlabeled) for _ in range(n_unlabeled)]
             sample_seeds = seeds.spawn(len(indices))
-            yield [(i, int(s.generate_state(1)[0])) for i, s in zip(indices, sample_seeds)]
+            if b >= start:  # batches before a resume point are drawn, not yielded, so the streams stay aligned
+                yield [(i, int(s.generate_state(1)[0])) for i, s in zip(indices, sample_seeds)]
 
     def _cycle(self, rng: np.random.Generator) -> Iterator[int]:
         while self.unlabeled:

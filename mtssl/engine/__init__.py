@@ -1,0 +1,1 @@
+"""The training loop, checkpoints, sliding-window inference and evaluation."""

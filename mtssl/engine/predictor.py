@@ -1,0 +1,109 @@
+"""``mtssl.load(checkpoint)``: a predictor for arrays and files that needs nothing but the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtssl.engine.checkpoint import load_checkpoint
+from mtssl.engine.evaluate import largest_component, probabilities_to_labels
+from mtssl.engine.sliding_window import sliding_window
+from mtssl.model import MultiTaskModel
+
+__all__ = ["Predictor", "load", "read_input"]
+
+
+def read_input(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """A raw image from NIfTI, h5 (``image``), PNG/TIFF or ``.npy``, and what is needed to write it back."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        return data, {"format": "nifti", "affine": img.affine, "header": img.header}
+    if name.endswith((".h5", ".hdf5")):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return f["image"][:].astype(np.float32), {"format": "h5"}
+    if name.endswith((".png", ".tif", ".tiff")):
+        from mtssl.data.images2d import read_image
+
+        return read_image(path), {"format": "image", "suffix": path.suffix}
+    if name.endswith(".npy"):
+        return np.load(path).astype(np.float32), {"format": "npy"}
+    raise ValueError(f"cannot read {path}: use NIfTI, h5, PNG/TIFF or .npy")
+
+
+class Predictor:
+    """Predicts probabilities and labels of whole images with the checkpoint's own preprocessing.
+
+    Call it with an array (spatial dims only, or channels first) or a file path; it returns
+    ``(probabilities (K, *S) float32, labels (*S) uint8)`` as numpy arrays.
+    """
+
+    def __init__(self, model: MultiTaskModel, preprocessing: dict[str, Any], device: torch.device) -> None:
+        self.model, self.pre, self.device = model.eval(), preprocessing, device
+        self.task = model.tasks[preprocessing["output"].split("/")[0]]
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """Raw ``(C, *S)`` image to the network's input, as the training data were prepared."""
+        from mtssl.data.images2d import image_to_channels
+        from mtssl.data.msd import normalize_volume
+
+        mode = self.pre.get("normalization", "none")
+        if mode in ("zscore", "ct"):
+            return normalize_volume(image.astype(np.float32), mode, tuple(self.pre.get("ct_window", (-125.0, 275.0))))
+        if mode == "unit" and image.dtype != np.float32:
+            return image_to_channels(np.moveaxis(image, 0, -1), "unit")
+        return image.astype(np.float32)
+
+    def _channels_first(self, image: np.ndarray) -> np.ndarray:
+        nd = self.pre["spatial_dims"]
+        if image.ndim == nd:
+            return image[None]
+        if (
+            image.ndim == nd + 1
+            and image.shape[-1] == self.pre["in_channels"]
+            and image.shape[0] != self.pre["in_channels"]
+        ):
+            return np.moveaxis(image, -1, 0)  # (H, W, C) images and (X, Y, Z, C) NIfTI
+        return image
+
+    @torch.no_grad()
+    def __call__(self, x: np.ndarray | torch.Tensor | str | Path) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(x, (str, Path)):
+            x, _ = read_input(x)
+        image = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        image = self.normalize(self._channels_first(image))
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        output = self.pre["output"]
+
+        def predict(windows: torch.Tensor) -> torch.Tensor:
+            return self.task.to_seg(self.model(windows)[output].float())
+
+        probs = sliding_window(predict, tensor, self.pre["patch"], self.pre["stride"])
+        labels = probabilities_to_labels(probs, self.pre["softmax"], self.pre["threshold"]).cpu().numpy()
+        if self.pre["lcc"]:
+            labels = largest_component(labels, self.pre["num_classes"])
+        return probs.cpu().numpy(), labels.astype(np.uint8)
+
+
+def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Predictor:
+    """A :class:`Predictor` from a checkpoint file or a run folder."""
+    from mtssl.config import build_dataclass
+    from mtssl.engine.run import resolve_checkpoint
+    from mtssl.engine.trainer import RunConfig, build_recipe, build_run_model, pick_device
+
+    state = load_checkpoint(resolve_checkpoint(checkpoint))
+    pre = state["preprocessing"]
+    cfg = build_dataclass(RunConfig, state["config"])
+    model = build_run_model(cfg, build_recipe(cfg), pre["in_channels"], pre["spatial_dims"], pre["num_classes"])
+    model.load_state_dict(state["model"])
+    dev = pick_device(str(device)) if device is not None else pick_device("auto")
+    return Predictor(model.to(dev), pre, dev)

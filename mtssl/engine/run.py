@@ -1,0 +1,65 @@
+"""Whole runs: train then test, or test a saved run, writing ``metrics.json`` and ``metrics.csv``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mtssl.config import apply_overrides
+from mtssl.engine.checkpoint import CheckpointError, load_checkpoint
+from mtssl.engine.trainer import Trainer
+
+__all__ = ["evaluate_run", "resolve_checkpoint", "train_run", "write_metrics"]
+
+
+def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:
+    """``metrics.json`` (means, per class, per case, empty predictions) and a per-case ``metrics.csv``."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out / "metrics.json")
+    rows = summary["per_case"]
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train_run(config: Mapping[str, Any], out: str | Path, resume: bool = False) -> dict[str, Any] | None:
+    """Train, then test on the test split (if any) with the selected weights; returns the summary."""
+    trainer = Trainer(config, out, resume=resume)
+    trainer.fit()
+    if not len(trainer.data.test):
+        return None
+    trainer.final_weights()
+    summary = trainer.evaluate("test")
+    write_metrics(Path(out), summary)
+    return summary
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's ``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / "checkpoints" / name).is_file():
+            return path / "checkpoints" / name
+    raise CheckpointError(f"no checkpoint at {path} (give a .pt file or a run folder with checkpoints/)")
+
+
+def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None) -> dict[str, Any]:
+    """Test a saved run or checkpoint with its own config (plus overrides); writes the metrics files."""
+    ckpt = resolve_checkpoint(target)
+    state = load_checkpoint(ckpt)
+    config = apply_overrides(state["config"], overrides)
+    run_dir = Path(out) if out is not None else ckpt.parent.parent
+    trainer = Trainer(config, run_dir)
+    trainer.model.load_state_dict(state["model"])
+    summary = trainer.evaluate("test")
+    summary["checkpoint"] = str(ckpt)
+    write_metrics(run_dir, summary)
+    return summary

@@ -1,0 +1,428 @@
+"""The recipe-agnostic trainer: it owns the step (AMP, backward, optimizer, EMA) and the checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import platform
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import mtssl
+from mtssl.config import ConfigError, build_dataclass
+from mtssl.data.dataset import SegmentationData
+from mtssl.engine.checkpoint import load_checkpoint, save_checkpoint
+from mtssl.engine.ema import EMATeacher
+from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
+from mtssl.engine.optim import LRSchedule, Optimizer, build_optimizer
+from mtssl.model import MultiTaskModel, build_model
+from mtssl.recipes.base import Recipe
+from mtssl.registry import DATASETS, RECIPES
+from mtssl.strategies.context import StepContext
+from mtssl.tasks.seg import Segmentation
+
+__all__ = ["RunConfig", "TrainConfig", "Trainer", "build_components", "build_recipe", "build_run_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training loop's options (the literature's LA values by default)."""
+
+    iterations: int = 6000
+    batch_size: int = 4
+    labeled_bs: int = 2
+    optimizer: Optimizer = dataclasses.field(default_factory=Optimizer)
+    lr_schedule: LRSchedule = dataclasses.field(default_factory=LRSchedule)
+    grad_clip: float | None = None
+    amp: bool = True
+    channels_last: bool = True
+    deterministic: bool = False
+    seed: int = 1337
+    num_workers: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    nan_check_every: int = 50
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole run: ``recipe``, ``model``, ``data`` (registry names plus options), ``train`` and ``eval``."""
+
+    recipe: dict[str, Any]
+    data: dict[str, Any]
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+def _named(section: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    options = dict(section)
+    if "name" not in options:
+        raise ConfigError(f"{where} needs a name")
+    return options.pop("name"), options
+
+
+def build_recipe(cfg: RunConfig) -> Recipe:
+    """The configured recipe."""
+    name, options = _named(cfg.recipe, "recipe")
+    return RECIPES.create(name, **options)
+
+
+def build_run_model(
+    cfg: RunConfig, recipe: Recipe, in_channels: int, spatial_dims: int, num_classes: int
+) -> MultiTaskModel:
+    """The recipe's heads on the configured backbone (``vnet`` by default), sized for the data."""
+    backbone = {"name": "vnet", **dict(cfg.model.get("backbone") or {})}
+    backbone.setdefault("in_channels", in_channels)
+    backbone.setdefault("spatial_dims", spatial_dims)
+    overrides = dict(cfg.model.get("tasks") or {})
+    unknown = [k for k in overrides if k not in recipe.tasks]
+    if unknown:
+        raise ConfigError(f"model.tasks.{unknown[0]}: the recipe's heads are {', '.join(recipe.tasks)}")
+    tasks = {
+        head: {"num_classes": num_classes, **dict(options), **dict(overrides.get(head) or {})}
+        for head, options in recipe.tasks.items()
+    }
+    return build_model({"backbone": backbone, "tasks": tasks})
+
+
+def build_components(cfg: RunConfig) -> tuple[Recipe, SegmentationData, MultiTaskModel]:
+    """The recipe, the data and the model that a config describes (the model's heads fit the data)."""
+    recipe = build_recipe(cfg)
+    data_name, data_options = _named(cfg.data, "data")
+    data = DATASETS.create(data_name, **data_options)
+    return recipe, data, build_run_model(cfg, recipe, data.in_channels, data.spatial_dims, data.num_classes)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and tuples as plain YAML/JSON-able values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Trainer:
+    """Trains a recipe on a data set and evaluates it, writing everything into ``out``.
+
+    Args:
+        config: the run's config mapping (validated into :class:`RunConfig`).
+        out: the run folder: ``config.yaml``, ``split.json``, ``log.jsonl``, ``checkpoints/``,
+            ``metrics.json`` and ``metrics.csv``.
+        resume: continue from ``out/checkpoints/last.pt`` when it exists.
+    """
+
+    def __init__(self, config: Mapping[str, Any], out: str | Path, resume: bool = False) -> None:
+        self.raw = _plain(config)
+        self.cfg = build_dataclass(RunConfig, config)
+        self.out = Path(out)
+        tc = self.cfg.train
+        self.device = pick_device(tc.device)
+        if tc.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(tc.seed)
+        self.recipe, self.data, model = build_components(self.cfg)
+        self.cuda = self.device.type == "cuda"
+        self.model = model.to(self.device)
+        if self.cuda and tc.channels_last:
+            self.model.to_channels_last()
+        self.teacher = (
+            EMATeacher(self.model, self.recipe.teacher.decay, self.recipe.teacher.mode) if self.recipe.teacher else None
+        )
+        self.optimizer = build_optimizer(self.model.parameters(), tc.optimizer)
+        self.loader = self.data.loader(tc.batch_size, tc.labeled_bs, tc.num_workers, tc.seed, pin_memory=self.cuda)
+        self.sampler = self.loader.batch_sampler
+        self.iteration, self.epoch, self.batch_in_epoch, self.best = 0, 0, 0, -math.inf
+        self.ckpt_dir = self.out / "checkpoints"
+        last = self.ckpt_dir / "last.pt"
+        if resume and last.is_file():
+            self._restore(load_checkpoint(last, self.device))
+        elif resume:
+            log.warning("no checkpoint at %s; starting from scratch", last)
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def preprocessing(self) -> dict[str, Any]:
+        """Everything inference needs besides the weights."""
+        seg = self.model.tasks[self.recipe.evaluate.split("/")[0]]
+        patch = list(self.cfg.eval.patch or self.data.patch)
+        return {
+            **self.data.preprocessing,
+            "patch": patch,
+            "stride": list(self.cfg.eval.stride or [max(p // 2, 1) for p in patch]),
+            "in_channels": self.data.in_channels,
+            "spatial_dims": self.data.spatial_dims,
+            "num_classes": self.data.num_classes,
+            "class_names": [str(c) for c in range(1, self.data.num_classes + 1)],
+            "softmax": bool(isinstance(seg, Segmentation) and seg.softmax),
+            "output": self.recipe.evaluate,
+            "threshold": self.cfg.eval.threshold,
+            "lcc": self.cfg.eval.lcc,
+            "physical_spacing": self.data.physical_spacing,
+        }
+
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.cuda:
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "iteration": self.iteration,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best": self.best,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "teacher": self.teacher.model.state_dict() if self.teacher else None,
+            "rng": rng,
+            "config": self.raw,
+            "preprocessing": self.preprocessing(),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.teacher is not None:
+            self.teacher.model.load_state_dict(state["teacher"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if self.cuda and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
+        self.batch_in_epoch, self.best = int(state["batch_in_epoch"]), float(state["best"])
+        log.info("resumed at iteration %d", self.iteration)
+
+    def save(self, name: str = "last.pt") -> Path:
+        return save_checkpoint(self.ckpt_dir / name, self.state())
+
+    # ----- the step ----------------------------------------------------------------------------
+    def _forward_teacher(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        assert self.teacher is not None
+        return self.teacher(image)
+
+    def step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns the detached loss components (no host sync)."""
+        tc = self.cfg.train
+        image = batch["image"].to(self.device, non_blocking=True)
+        if self.cuda and tc.channels_last:
+            fmt = torch.channels_last_3d if image.ndim == 5 else torch.channels_last
+            image = image.contiguous(memory_format=fmt)
+        label = batch["label"].to(self.device, non_blocking=True)
+        lr = tc.lr_schedule(tc.optimizer.lr, self.iteration, tc.iterations)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.amp and self.cuda):
+            outputs = self.model(image)
+            ctx = StepContext(
+                image=image,
+                label=label,
+                labeled=batch["labeled"].to(self.device, non_blocking=True),
+                outputs=outputs,
+                tasks=self.model.tasks,
+                iteration=self.iteration,
+                teacher=self._forward_teacher if self.teacher else None,
+                model=self.model,
+                extra={"n_labeled": int(batch["labeled"].sum())},  # a CPU tensor: no device sync
+            )
+            total = torch.zeros((), device=self.device)
+            parts: dict[str, torch.Tensor] = {}
+            for term in self.recipe.terms:
+                weight = term.weight(self.iteration)
+                for name, value in term.fn(ctx).items():
+                    parts[name] = value.detach().float()
+                    total = total + weight * value.float()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if tc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        if self.teacher is not None:
+            self.teacher.update(self.model, self.iteration)
+        parts["total"] = total.detach()
+        return parts
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def write_run_files(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        resolved = {
+            **self.raw,
+            "train": _plain(self.cfg.train),
+            "eval": _plain(self.cfg.eval),
+            "run": {
+                "mtssl": mtssl.__version__,
+                "torch": str(torch.__version__),
+                "python": platform.python_version(),
+                "git_revision": git_revision(),
+                "seed": self.cfg.train.seed,
+                "device": str(self.device),
+                "labeled": list(self.data.split.labeled),
+                "labeled_choice": self.data.split.how,
+            },
+        }
+        (self.out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        self.data.split.save(self.out / "split.json")
+
+    def fit(self) -> None:
+        """Train to ``train.iterations``, checkpointing, logging and (optionally) selecting on val/test."""
+        tc = self.cfg.train
+        self.write_run_files()
+        sums: dict[str, torch.Tensor] = {}
+        count, tick, start_it = 0, time.perf_counter(), self.iteration
+        progress = _Progress(tc.iterations, self.iteration, enabled=tc.progress)
+        with progress, open(self.out / "log.jsonl", "a") as log_file:
+            while self.iteration < tc.iterations:
+                self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch)
+                for batch in self.loader:
+                    parts = self.step(batch)
+                    self.iteration += 1
+                    self.batch_in_epoch += 1
+                    for k, v in parts.items():
+                        sums[k] = sums[k] + v if k in sums else v.clone()
+                    count += 1
+                    if self.iteration % tc.nan_check_every == 0:
+                        self._check_finite(parts)
+                    if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
+                        now = time.perf_counter()
+                        record = {
+                            "iteration": self.iteration,
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "it_per_s": (self.iteration - start_it) / max(now - tick, 1e-9),
+                            **{f"loss/{k}": float(v) / count for k, v in sums.items()},
+                            **{f"weight/{i}": t.weight(self.iteration - 1) for i, t in enumerate(self.recipe.terms)},
+                        }
+                        self._check_finite({k: v / count for k, v in sums.items()})
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                        progress.update(self.iteration, record)
+                        sums, count, tick, start_it = {}, 0, now, self.iteration
+                    if self.cfg.eval.select != "last" and self.iteration % self.cfg.eval.select_every == 0:
+                        self._select()
+                    if self.iteration % tc.checkpoint_every == 0 or self.iteration == tc.iterations:
+                        self.save()
+                    if self.iteration >= tc.iterations:
+                        break
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    continue
+                break
+
+    def _check_finite(self, parts: Mapping[str, torch.Tensor]) -> None:
+        values = torch.stack([v.float() for v in parts.values()])
+        if not bool(torch.isfinite(values).all()):
+            bad = next(k for k, v in parts.items() if not math.isfinite(float(v)))
+            raise FloatingPointError(
+                f"loss term {bad!r} is {float(parts[bad])} at iteration {self.iteration}; "
+                "lower the learning rate, enable grad_clip, or check the data"
+            )
+
+    # ----- evaluation --------------------------------------------------------------------------
+    def predict_fn(self, model: MultiTaskModel | None = None):
+        model = model or self.model
+        output = self.recipe.evaluate
+        task = model.tasks[output.split("/")[0]]
+
+        @torch.no_grad()
+        def predict(windows: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.amp and self.cuda):
+                return task.to_seg(model(windows)[output].float())
+
+        return predict
+
+    def evaluate(self, split: str = "test") -> dict[str, Any]:
+        """Test the current weights on ``split`` (``"test"`` or ``"val"``)."""
+        cases = self.data.test if split == "test" else self.data.val
+        self.model.eval()
+        pre = self.preprocessing()
+        rows = evaluate_cases(
+            self.predict_fn(),
+            cases,
+            self.cfg.eval,
+            self.data.patch,
+            self.data.num_classes,
+            pre["softmax"],
+            self.device,
+            self.data.physical_spacing,
+        )
+        self.model.train()
+        selection = {
+            "last": "last iteration",
+            "val": "best validation Dice",
+            "test": "best TEST Dice (selected on the test set)",
+        }
+        return summarize(rows, "mm" if self.data.physical_spacing else "voxels", selection[self.cfg.eval.select])
+
+    def _select(self) -> None:
+        split = self.cfg.eval.select
+        if split == "val" and not len(self.data.val):
+            raise ConfigError("eval.select: val needs a validation split: set data.val to a fraction or a list file")
+        score = self.evaluate(split)["mean"]["dice"] or 0.0
+        if score > self.best:
+            self.best = score
+            self.save("best.pt")
+
+    def final_weights(self) -> None:
+        """Load the selected checkpoint's weights (best on val/test) before the final test."""
+        if self.cfg.eval.select != "last" and (self.ckpt_dir / "best.pt").is_file():
+            self.model.load_state_dict(load_checkpoint(self.ckpt_dir / "best.pt", self.device)["model"])
+
+
+class _Progress:
+    """A rich progress bar (it/s, ETA, loss terms) refreshed only when the losses are logged."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[speed]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[losses]}"),
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("train", total=total, completed=done, speed="", losses="")
+
+    def __enter__(self) -> _Progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, iteration: int, record: Mapping[str, Any]) -> None:
+        losses = " ".join(f"{k[5:]}={v:.3f}" for k, v in record.items() if k.startswith("loss/"))
+        self.progress.update(self.task, completed=iteration, speed=f"{record['it_per_s']:.2f} it/s", losses=losses)

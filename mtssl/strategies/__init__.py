@@ -1,0 +1,1 @@
+"""Loss terms (supervised, consistency, pseudo-label, uncertainty) and their weight schedules."""

@@ -1,0 +1,50 @@
+"""Weight schedules for loss terms: a number (constant), or ``{schedule: ..., ...}``.
+
+- ``sigmoid`` (the literature's ramp-up, UA-MT / DTC / MC-Net):
+  ``c * exp(-5 (1 - min(t, L) / L)^2)`` with ``t = iteration // divisor`` (150) and ``L = length`` (40);
+  at iteration 0 it is ``c * e^-5``.
+- ``linear``: from ``start`` to ``c`` over ``length`` iterations, then ``c``.
+- ``constant``: ``c``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from mtssl.config import ConfigError, build_dataclass
+
+__all__ = ["Schedule", "build_schedule"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A weight as a function of the iteration (see the module doc)."""
+
+    schedule: Literal["constant", "sigmoid", "linear"] = "constant"
+    c: float = 1.0
+    divisor: int = 150
+    length: int = 40
+    start: float = 0.0
+
+    def __call__(self, iteration: int) -> float:
+        if self.schedule == "constant":
+            return self.c
+        if self.schedule == "sigmoid":
+            t = min(iteration // self.divisor, self.length)
+            return self.c * math.exp(-5.0 * (1.0 - t / self.length) ** 2)
+        frac = min(iteration / max(self.length, 1), 1.0)
+        return self.start + (self.c - self.start) * frac
+
+
+def build_schedule(spec: float | Mapping[str, Any] | Schedule, where: str = "weight") -> Schedule:
+    """A :class:`Schedule` from a number (constant) or a mapping of its fields."""
+    if isinstance(spec, Schedule):
+        return spec
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return Schedule("constant", float(spec))
+    if isinstance(spec, Mapping):
+        return build_dataclass(Schedule, spec, where)
+    raise ConfigError(f"{where}: expected a number or a schedule mapping, got {spec!r}")

@@ -1,0 +1,120 @@
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from mtssl.cli import main
+from mtssl.engine.run import evaluate_run, train_run
+from mtssl.engine.trainer import Trainer
+from mtssl.recipes.base import Recipe, Term
+from mtssl.strategies.context import StepContext
+
+
+def tiny_config(classes=1, iterations=30, **train):
+    return {
+        "recipe": {"name": "supervised", "softmax": classes > 1},
+        "data": {
+            "name": "phantom",
+            "classes": classes,
+            "labeled": 2,
+            "num_train": 4,
+            "num_test": 2,
+            "size": [32, 32, 32],
+            "patch": [16, 16, 16],
+        },
+        "model": {"backbone": {"name": "vnet", "n_filters": 4}},
+        "train": {
+            "iterations": iterations,
+            "log_every": 5,
+            "nan_check_every": 5,
+            "checkpoint_every": 10,
+            "optimizer": {"name": "adamw", "lr": 0.01},
+            "progress": False,
+            **train,
+        },
+        "eval": {"stride": [16, 16, 16]},
+    }
+
+
+@pytest.mark.parametrize("classes", [1, 3], ids=["1-class", "3-class"])
+def test_phantom_training_writes_everything(tmp_path, classes):
+    summary = train_run(tiny_config(classes), tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [5, 10, 15, 20, 25, 30]
+    for r in records:
+        assert {"loss/seg_dice", "loss/seg_ce", "loss/total", "lr", "it_per_s", "weight/0"} <= set(r)
+    first, last = records[0]["loss/total"], records[-1]["loss/total"]
+    assert last < first, (first, last)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(summary))
+    assert set(metrics["mean"]) == {"dice", "jaccard", "hd95", "asd"}
+    assert metrics["cases"] == 2 and len(metrics["per_case"]) == 2 * classes
+    assert set(metrics["per_class"]) == {str(c) for c in range(1, classes + 1)}
+    assert 0 <= metrics["mean"]["dice"] <= 1 and metrics["units"]["hd95"] == "voxels"
+    assert metrics["selection"] == "last iteration"
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["run"]["seed"] == 1337 and config["run"]["labeled"] == ["phantom000", "phantom001"]
+    assert (tmp_path / "checkpoints" / "last.pt").is_file() and (tmp_path / "split.json").is_file()
+    assert (tmp_path / "metrics.csv").read_text().startswith("case,class,dice,jaccard,hd95,asd")
+
+
+def test_targets_are_float32_under_bf16_autocast():
+    trainer = Trainer(tiny_config(), "unused")
+    batch = next(iter(trainer.loader))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = trainer.model(batch["image"])
+        assert outputs["seg"].dtype == torch.bfloat16
+        ctx = StepContext(
+            batch["image"], batch["label"], batch["labeled"], outputs, trainer.model.tasks, 0, extra={"n_labeled": 2}
+        )
+        assert ctx.target("seg").dtype == torch.float32
+        sdf_target = trainer.model.tasks["seg"].target(batch["label"])
+    assert sdf_target.dtype == torch.float32
+
+
+def test_nan_guard_names_the_term_and_iteration(tmp_path):
+    trainer = Trainer(tiny_config(nan_check_every=3, log_every=100), tmp_path)
+
+    def poisoned(ctx):
+        return {"bad_term": ctx.outputs["seg"].mean() * (math.nan if ctx.iteration >= 4 else 1.0)}
+
+    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(Term.of(poisoned),))
+    with pytest.raises(FloatingPointError, match=r"loss term 'bad_term' is nan at iteration 6"):
+        trainer.fit()
+
+
+def test_selection_on_validation_is_named(tmp_path):
+    cfg = tiny_config(iterations=10)
+    cfg["data"].update(labeled=4, val=0.5, num_train=6)
+    cfg["eval"].update(select="val", select_every=5)
+    summary = train_run(cfg, tmp_path)
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    assert summary["selection"] == "best validation Dice"
+    cfg["eval"].update(select="test")
+    assert train_run(cfg, tmp_path / "t")["selection"].startswith("best TEST Dice (selected on the test set")
+
+
+def test_cli_train_then_evaluate(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=4)))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "train.log_every=2"]) == 0
+    assert "Dice %" in capsys.readouterr().out
+    first = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert main(["evaluate", str(tmp_path / "run"), "eval.lcc=false"]) == 0
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert again["checkpoint"].endswith("last.pt") and again["cases"] == first["cases"]
+    summary = evaluate_run(tmp_path / "run")
+    assert summary["mean"]["dice"] == pytest.approx(first["mean"]["dice"])
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()))
+    assert main(["train", str(path), "recipe.name=supervisd"]) == 2
+    assert "Did you mean 'supervised'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
