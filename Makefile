@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: the main job (until the engine lands: what is registered)
+## demo: train and test the supervised recipe on the built-in 3D phantom (a few minutes on a CPU)
 demo: $(STAMP)
-	$(BIN)/mtssl list
+	$(BIN)/mtssl train examples/configs/phantom_supervised.yaml --out runs/demo
 
 ## test: ruff, the layer contract, pytest, the strict docs build
 test: lint $(STAMP)

@@ -79,9 +79,11 @@ def test_pads_a_small_image_and_crops_back():
 
 def test_gaussian_blend_of_a_constant_is_that_constant():
     image = torch.randn(1, 30, 30, 20)
-    out = sliding_window(
-        lambda x: torch.full((x.shape[0], 1, *x.shape[2:]), 0.25), image, (16, 16, 8), (8, 8, 4), blend="gaussian"
-    )
+
+    def constant(x):
+        return torch.full((x.shape[0], 1, *x.shape[2:]), 0.25)
+
+    out = sliding_window(constant, image, (16, 16, 8), (8, 8, 4), blend="gaussian")
     torch.testing.assert_close(out, torch.full_like(out, 0.25))
     w = gaussian_weight((9, 9))
     assert w.max() == 1 and w[4, 4] == 1 and w[0, 0] < w[4, 4]

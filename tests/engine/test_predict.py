@@ -1,0 +1,73 @@
+import json
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+import mtssl
+from mtssl.cli import main
+from mtssl.data.phantom import make_phantom
+from mtssl.engine.run import train_run
+from tests.engine.test_train import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train_run(tiny_config(iterations=20), out)
+    return out
+
+
+def test_predict_round_trips_nifti(run_dir, tmp_path, capsys):
+    image, _ = make_phantom((32, 32, 32), 1, seed=123)
+    affine = np.array([[0.8, 0, 0, -10.0], [0, 0.7, 0, 5.0], [0, 0, 2.0, 1.5], [0, 0, 0, 1]])
+    source = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(image[0], affine), source)
+    assert main(["predict", str(run_dir), str(source), "--out", str(tmp_path / "pred"), "--probabilities"]) == 0
+    pred = nib.load(tmp_path / "pred" / "case_pred.nii.gz")
+    assert pred.shape == (32, 32, 32) and np.allclose(pred.affine, affine)
+    prob = nib.load(tmp_path / "pred" / "case_prob.nii.gz")
+    assert prob.shape == (32, 32, 32, 1)
+    probs, labels = mtssl.load(run_dir)(source)
+    assert np.array_equal(np.asarray(pred.dataobj), labels) and probs.shape == (1, 32, 32, 32)
+    _, from_array = mtssl.load(run_dir / "checkpoints" / "last.pt")(image[0])
+    assert np.array_equal(from_array, labels)
+
+
+def test_predict_h5(run_dir, tmp_path):
+    image, _ = make_phantom((32, 32, 32), 1, seed=7)
+    with h5py.File(tmp_path / "vol.h5", "w") as f:
+        f["image"] = image[0]
+    assert main(["predict", str(run_dir), str(tmp_path / "vol.h5"), "--out", str(tmp_path / "out")]) == 0
+    with h5py.File(tmp_path / "out" / "vol_pred.h5") as f:
+        assert f["label"].shape == (32, 32, 32) and f["label"].dtype == np.uint8
+
+
+def test_checkpoint_holds_the_preprocessing(run_dir):
+    from mtssl.engine.checkpoint import load_checkpoint
+
+    pre = load_checkpoint(run_dir / "checkpoints" / "last.pt")["preprocessing"]
+    assert pre["patch"] == [16, 16, 16] and pre["stride"] == [16, 16, 16] and pre["normalization"] == "none"
+    assert pre["class_names"] == ["1"] and pre["num_classes"] == 1 and pre["output"] == "seg"
+
+
+def test_la_train_then_evaluate_from_the_cli(la_root, tmp_path, capsys):
+    """Real LA data, shortened for a CPU: a 4-filter V-Net, 32^3 crops, 3 iterations, 2 test cases."""
+    cfg = {
+        "recipe": {"name": "supervised"},
+        "data": {"name": "la", "root": str(la_root), "labeled": 2, "patch": [32, 32, 32]},
+        "model": {"backbone": {"name": "vnet", "n_filters": 4}},
+        "train": {"iterations": 3, "log_every": 1, "progress": False},
+        "eval": {"patch": [64, 64, 48], "stride": [64, 64, 48], "max_cases": 2},
+    }
+    path = tmp_path / "la.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--out", str(tmp_path / "la_run")]) == 0
+    metrics = json.loads((tmp_path / "la_run" / "metrics.json").read_text())
+    assert metrics["cases"] == 2 and metrics["units"]["hd95"] == "voxels"
+    assert main(["evaluate", str(tmp_path / "la_run"), "eval.lcc=false"]) == 0
+    again = json.loads((tmp_path / "la_run" / "metrics.json").read_text())
+    assert again["cases"] == 2 and "Dice %" in capsys.readouterr().out
+    assert (tmp_path / "la_run" / "metrics.csv").read_text().count("\n") == 3
