@@ -264,8 +264,13 @@ def load_plugins() -> None:
 BACKBONES = Registry("backbone", modules=("mtssl.nets.vnet", "mtssl.nets.monai_backbones", "mtssl.nets.smp_backbones"))
 TASKS = Registry("task", modules=("mtssl.tasks.seg", "mtssl.tasks.sdf", "mtssl.tasks.dist", "mtssl.tasks.edge"))
 TRANSFORMS = Registry("transform", modules=("mtssl.tasks.transforms",))
-STRATEGIES = Registry("strategy", modules=("mtssl.strategies.supervised",))
-RECIPES = Registry("recipe", modules=("mtssl.recipes.supervised",))
+STRATEGIES = Registry(
+    "strategy",
+    modules=("mtssl.strategies.supervised", "mtssl.strategies.consistency", "mtssl.strategies.dbisl"),
+)
+RECIPES = Registry(
+    "recipe", modules=("mtssl.recipes.supervised", "mtssl.recipes.semi_supervised", "mtssl.recipes.dbisl")
+)
 DATASETS = Registry("dataset", modules=("mtssl.data.la", "mtssl.data.msd", "mtssl.data.images2d", "mtssl.data.phantom"))
 
 #: Every registry by kind, as ``mtssl list KIND`` names them.

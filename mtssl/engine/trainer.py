@@ -84,7 +84,10 @@ def build_run_model(
     cfg: RunConfig, recipe: Recipe, in_channels: int, spatial_dims: int, num_classes: int
 ) -> MultiTaskModel:
     """The recipe's heads on the configured backbone (``vnet`` by default), sized for the data."""
-    backbone = {"name": "vnet", **dict(cfg.model.get("backbone") or {})}
+    chosen = dict(cfg.model.get("backbone") or {})
+    # The recipe's backbone options apply unless the config picks another backbone.
+    same = chosen.get("name", recipe.backbone["name"]) == recipe.backbone["name"]
+    backbone = {**dict(recipe.backbone), **chosen} if same else chosen
     backbone.setdefault("in_channels", in_channels)
     backbone.setdefault("spatial_dims", spatial_dims)
     overrides = dict(cfg.model.get("tasks") or {})

@@ -45,9 +45,11 @@ class Recipe:
         terms: the weighted loss terms; the total loss is their weighted sum.
         teacher: an EMA teacher, or None.
         evaluate: the output whose segmentation is tested (``"seg"``; ``"seg/1"`` for a second decoder).
+        backbone: the default backbone (a config's ``model.backbone`` overrides its options).
     """
 
     tasks: Mapping[str, Mapping[str, Any]]
     terms: tuple[Term, ...]
     teacher: Teacher | None = None
     evaluate: str = "seg"
+    backbone: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "vnet"})

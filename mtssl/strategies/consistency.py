@@ -1,0 +1,153 @@
+"""Consistency terms: across tasks through a transform, mean teacher, uncertainty-aware (UA-MT), MC-Net's."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+
+from mtssl.registry import STRATEGIES, TRANSFORMS
+from mtssl.strategies.context import StepContext
+from mtssl.tasks.seg import Segmentation
+
+__all__ = ["CrossTask", "MeanTeacher", "MultiDecoder", "UncertaintyMeanTeacher", "sharpen", "sigmoid_rampup"]
+
+Samples = Literal["all", "unlabeled"]
+
+
+def _samples(ctx: StepContext, x: torch.Tensor, which: Samples) -> torch.Tensor:
+    return x[ctx.n_labeled :] if which == "unlabeled" else x
+
+
+def probabilities(task: Segmentation, logits: torch.Tensor) -> torch.Tensor:
+    """All channels' probabilities of a seg head: softmax (background included) or sigmoid."""
+    return torch.softmax(logits.float(), 1) if task.softmax else torch.sigmoid(logits.float())
+
+
+def sigmoid_rampup(current: float, length: float) -> float:
+    """``exp(-5 (1 - clip(current / length, 0, 1))^2)``, the literature's ramp (1 when ``length`` is 0)."""
+    if length == 0:
+        return 1.0
+    phase = 1.0 - min(max(current, 0.0), length) / length
+    return math.exp(-5.0 * phase * phase)
+
+
+def sharpen(p: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """MC-Net's sharpening: ``p^(1/T) / (p^(1/T) + (1 - p)^(1/T))``."""
+    a = p.pow(1.0 / temperature)
+    return a / (a + (1.0 - p).pow(1.0 / temperature))
+
+
+@STRATEGIES.register("cross_task")
+class CrossTask:
+    """``mean((T(source) - target)^2)`` with ``T`` a registered transform (``sdf->seg``, ``seg->sdf``, ...).
+
+    For a ``*->seg`` transform the target is the target head's foreground probability (``to_seg``);
+    for ``seg->*`` it is the target head's own output. DTC's consistency is
+    ``CrossTask(source="sdf", target="seg", transform="sdf->seg")`` over all samples.
+    """
+
+    def __init__(
+        self,
+        source: str = "sdf",
+        target: str = "seg",
+        transform: str = "sdf->seg",
+        transform_options: dict[str, Any] | None = None,
+        samples: Samples = "all",
+        detach_target: bool = False,
+    ) -> None:
+        self.source, self.target, self.samples, self.detach_target = source, target, samples, detach_target
+        self.transform = TRANSFORMS.create(transform, **dict(transform_options or {}))
+        self.to_seg = transform.endswith("->seg")
+        self.name = f"consistency_{source.replace('/', '')}_{target.replace('/', '')}"
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        mapped = self.transform(_samples(ctx, ctx.outputs[self.source], self.samples))
+        target_out = _samples(ctx, ctx.outputs[self.target], self.samples)
+        target = ctx.task_of(self.target).to_seg(target_out) if self.to_seg else target_out.float()
+        if self.detach_target:
+            target = target.detach()
+        return {self.name: (mapped.float() - target).square().mean()}
+
+
+def _teacher_input(ctx: StepContext, std: float, clip: float) -> torch.Tensor:
+    unlabeled = ctx.image[ctx.n_labeled :]
+    return unlabeled + torch.clamp(torch.randn_like(unlabeled) * std, -clip, clip)
+
+
+@STRATEGIES.register("mean_teacher")
+class MeanTeacher:
+    """Mean-teacher consistency: MSE between student and teacher probabilities on the unlabeled samples.
+
+    Only the teacher's input is noised (``clamp(N(0, std^2), +-clip)``); the student sees the clean
+    image. Needs a recipe with an EMA teacher.
+    """
+
+    def __init__(self, output: str = "seg", noise_std: float = 0.1, noise_clip: float = 0.2) -> None:
+        self.output, self.noise_std, self.noise_clip = output, noise_std, noise_clip
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        if ctx.teacher is None:
+            raise ValueError("the mean_teacher term needs a recipe with an EMA teacher")
+        task = ctx.task_of(self.output)
+        teacher = probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+        student = probabilities(task, ctx.outputs[self.output][ctx.n_labeled :])
+        return {"consistency_teacher": (student - teacher).square().mean()}
+
+
+@STRATEGIES.register("ua_mt")
+class UncertaintyMeanTeacher:
+    """UA-MT: mean-teacher consistency masked where the teacher is uncertain.
+
+    Uncertainty is the entropy of the mean softmax over ``passes`` noisy teacher passes; voxels with
+    entropy below ``(0.75 + 0.25 * sigmoid_rampup(t, max_iterations)) * ln 2`` count, and the loss is
+    ``sum(mask * mse) / (C * sum(mask) + 1e-16)`` (UA-MT's normalisation).
+    """
+
+    def __init__(
+        self,
+        output: str = "seg",
+        passes: int = 8,
+        noise_std: float = 0.1,
+        noise_clip: float = 0.2,
+        max_iterations: int = 6000,
+    ) -> None:
+        self.output, self.passes, self.max_iterations = output, passes, max_iterations
+        self.noise_std, self.noise_clip = noise_std, noise_clip
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        if ctx.teacher is None:
+            raise ValueError("the ua_mt term needs a recipe with an EMA teacher")
+        task = ctx.task_of(self.output)
+        teacher = probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+        mean = torch.zeros_like(teacher)
+        for _ in range(self.passes):
+            mean += probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+        mean /= self.passes
+        if not task.softmax:  # a sigmoid map's entropy counts both outcomes
+            mean = torch.cat([1 - mean, mean], 1)
+        uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
+        threshold = (0.75 + 0.25 * sigmoid_rampup(ctx.iteration, self.max_iterations)) * math.log(2)
+        mask = (uncertainty < threshold).float()
+        student = probabilities(task, ctx.outputs[self.output][ctx.n_labeled :])
+        dist = (student - teacher).square()
+        loss = (mask * dist).sum() / (dist.shape[1] * mask.sum() + 1e-16)
+        return {"consistency_uncertain": loss}
+
+
+@STRATEGIES.register("multi_decoder")
+class MultiDecoder:
+    """MC-Net's mutual consistency: ``sum_{i != j} MSE(p_i, sharpen(p_j))`` over all samples and decoders."""
+
+    def __init__(self, output: str = "seg", decoders: int = 2, temperature: float = 0.1) -> None:
+        self.names = [output] + [f"{output}/{i}" for i in range(1, decoders)]
+        self.temperature = temperature
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        probs = [probabilities(ctx.task_of(n), ctx.outputs[n]) for n in self.names]
+        sharp = [sharpen(p, self.temperature) for p in probs]
+        loss = sum(
+            (probs[i] - sharp[j]).square().mean() for i in range(len(probs)) for j in range(len(probs)) if i != j
+        )
+        return {"consistency_decoders": loss}

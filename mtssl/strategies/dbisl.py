@@ -1,0 +1,120 @@
+"""DBiSL's terms: supervision of transformed outputs, and pseudo-labels fused from two tasks.
+
+Fusion and uncertainty (the paper leaves both unpublished; these are mtssl's documented choices):
+
+- ``p_seg = sigmoid(seg)`` and ``p_sdf = sigmoid(-k * sdf)`` are the two tasks' foreground probabilities;
+- the fused probability is their mean (``fusion: mean``), their geometric mean (``geometric``), or one of them;
+- the pseudo-label is ``fused > 0.5`` (``hard``) or ``fused`` itself (soft);
+- a voxel counts where its confidence ``|2 fused - 1|`` reaches ``confidence``;
+- its weight is ``1 - |p_seg - p_sdf|`` (``uncertainty: disagreement``), ``1 - H(fused) / ln 2``
+  (``entropy``), or 1 (``none``).
+
+The pseudo-label and the weights are detached: they teach, they are not taught.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+
+from mtssl.ops.distance import signed_distance
+from mtssl.ops.losses import dice_loss, mse_loss
+from mtssl.registry import STRATEGIES, TRANSFORMS
+from mtssl.strategies.context import StepContext
+from mtssl.tasks.seg import Segmentation
+from mtssl.tasks.transforms import sdf_to_seg
+
+__all__ = ["FusedPseudoLabel", "TransformedSupervised", "fuse"]
+
+
+@STRATEGIES.register("transformed_supervised")
+class TransformedSupervised:
+    """Supervise a transformed output on the labeled samples: ``T(source)`` against ``target``'s exact target.
+
+    ``sdf->seg`` of the SDF head is scored with Dice against the label; ``seg->sdf`` of the seg
+    logits with the MSE against the SDF target.
+    """
+
+    def __init__(
+        self,
+        source: str = "sdf",
+        target: str = "seg",
+        transform: str = "sdf->seg",
+        transform_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.source, self.target = source, target
+        self.transform = TRANSFORMS.create(transform, **dict(transform_options or {}))
+        self.name = f"transformed_{source.replace('/', '')}_to_{target.replace('/', '')}"
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        n = ctx.n_labeled
+        mapped = self.transform(ctx.outputs[self.source][:n]).float()
+        target = ctx.target(self.target)
+        if isinstance(ctx.task_of(self.target), Segmentation):
+            return {f"{self.name}_dice": dice_loss(mapped, target)}
+        return {f"{self.name}_mse": mse_loss(mapped, target)}
+
+
+Fusion = Literal["mean", "geometric", "seg", "sdf"]
+Uncertainty = Literal["disagreement", "entropy", "none"]
+
+
+def fuse(
+    p_seg: torch.Tensor, p_sdf: torch.Tensor, fusion: Fusion = "mean", uncertainty: Uncertainty = "disagreement"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused foreground probability and per-voxel weight from two tasks' probabilities (see the module doc)."""
+    if fusion == "mean":
+        fused = (p_seg + p_sdf) / 2
+    elif fusion == "geometric":
+        fused = (p_seg * p_sdf).sqrt()
+    else:
+        fused = p_seg if fusion == "seg" else p_sdf
+    if uncertainty == "disagreement":
+        weight = 1 - (p_seg - p_sdf).abs()
+    elif uncertainty == "entropy":
+        f = fused.clamp(1e-6, 1 - 1e-6)
+        weight = 1 + (f * f.log() + (1 - f) * (1 - f).log()) / math.log(2)
+    else:
+        weight = torch.ones_like(fused)
+    return fused, weight
+
+
+@STRATEGIES.register("fused_pseudo_label")
+class FusedPseudoLabel:
+    """Pseudo-supervision of both tasks on the unlabeled samples by a label fused from both.
+
+    The seg head gets a weighted Dice against the pseudo-label, the SDF head a weighted MSE against
+    the exact SDF of the (hard) pseudo-label. Losses: ``pseudo_seg``, ``pseudo_sdf``.
+    """
+
+    def __init__(
+        self,
+        seg: str = "seg",
+        sdf: str = "sdf",
+        k: float = 1500.0,
+        fusion: Fusion = "mean",
+        hard: bool = True,
+        confidence: float = 0.0,
+        uncertainty: Uncertainty = "disagreement",
+    ) -> None:
+        self.seg, self.sdf, self.k, self.fusion, self.hard = seg, sdf, k, fusion, hard
+        self.confidence, self.uncertainty = confidence, uncertainty
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        n = ctx.n_labeled
+        seg_task = ctx.task_of(self.seg)
+        seg_prob = seg_task.to_seg(ctx.outputs[self.seg][n:])
+        sdf_out = ctx.outputs[self.sdf][n:].float()
+        with torch.no_grad():
+            fused, weight = fuse(seg_prob, sdf_to_seg(sdf_out, self.k), self.fusion, self.uncertainty)
+            weight = weight * ((2 * fused - 1).abs() >= self.confidence)
+            hard = fused > 0.5
+            pseudo = hard.float() if self.hard else fused
+            sdf_target = signed_distance(hard.flatten(0, 1)).view(hard.shape)
+        voxel_weight = weight.mean(1)  # (B, *S), shared by the classes
+        return {
+            "pseudo_seg": dice_loss(seg_prob, pseudo, weight=voxel_weight),
+            "pseudo_sdf": mse_loss(sdf_out, sdf_target, weight=voxel_weight),
+        }
