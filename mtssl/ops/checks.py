@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_maps", "check_mask", "check_same_shape", "check_spacing"]
+__all__ = ["as_float", "check_maps", "check_mask", "check_same_shape", "check_spacing"]
 
 
 def check_mask(mask: torch.Tensor, name: str = "mask") -> int:
@@ -49,3 +49,8 @@ def check_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[f
     if not all(s > 0 and s != float("inf") for s in values):
         raise ValueError(f"spacing must be positive and finite; got {values}")
     return values
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Half and bfloat16 (autocast outputs) as float32; float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) or not x.is_floating_point() else x

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 
+from mtssl.ops.checks import as_float
 from mtssl.registry import STRATEGIES, TRANSFORMS
 from mtssl.strategies.context import StepContext
 from mtssl.tasks.seg import Segmentation
@@ -22,7 +23,7 @@ def _samples(ctx: StepContext, x: torch.Tensor, which: Samples) -> torch.Tensor:
 
 def probabilities(task: Segmentation, logits: torch.Tensor) -> torch.Tensor:
     """All channels' probabilities of a seg head: softmax (background included) or sigmoid."""
-    return torch.softmax(logits.float(), 1) if task.softmax else torch.sigmoid(logits.float())
+    return torch.softmax(as_float(logits), 1) if task.softmax else torch.sigmoid(as_float(logits))
 
 
 def sigmoid_rampup(current: float, length: float) -> float:
@@ -65,10 +66,10 @@ class CrossTask:
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         mapped = self.transform(_samples(ctx, ctx.outputs[self.source], self.samples))
         target_out = _samples(ctx, ctx.outputs[self.target], self.samples)
-        target = ctx.task_of(self.target).to_seg(target_out) if self.to_seg else target_out.float()
+        target = ctx.task_of(self.target).to_seg(target_out) if self.to_seg else as_float(target_out)
         if self.detach_target:
             target = target.detach()
-        return {self.name: (mapped.float() - target).square().mean()}
+        return {self.name: (as_float(mapped) - target).square().mean()}
 
 
 def _teacher_input(ctx: StepContext, std: float, clip: float) -> torch.Tensor:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 
+from mtssl.ops.checks import as_float
 from mtssl.ops.distance import signed_distance
 from mtssl.ops.losses import dice_loss, mse_loss
 from mtssl.registry import STRATEGIES, TRANSFORMS
@@ -50,7 +51,7 @@ class TransformedSupervised:
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         n = ctx.n_labeled
-        mapped = self.transform(ctx.outputs[self.source][:n]).float()
+        mapped = as_float(self.transform(ctx.outputs[self.source][:n]))
         target = ctx.target(self.target)
         if isinstance(ctx.task_of(self.target), Segmentation):
             return {f"{self.name}_dice": dice_loss(mapped, target)}
@@ -106,7 +107,7 @@ class FusedPseudoLabel:
         n = ctx.n_labeled
         seg_task = ctx.task_of(self.seg)
         seg_prob = seg_task.to_seg(ctx.outputs[self.seg][n:])
-        sdf_out = ctx.outputs[self.sdf][n:].float()
+        sdf_out = as_float(ctx.outputs[self.sdf][n:])
         with torch.no_grad():
             fused, weight = fuse(seg_prob, sdf_to_seg(sdf_out, self.k), self.fusion, self.uncertainty)
             weight = weight * ((2 * fused - 1).abs() >= self.confidence)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from mtssl.ops.checks import as_float
 from mtssl.ops.losses import binary_cross_entropy, cross_entropy, dice_loss, mse_loss
 from mtssl.registry import STRATEGIES
 from mtssl.strategies.context import StepContext
@@ -28,7 +29,7 @@ class Supervised:
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         n = ctx.n_labeled
-        out = ctx.outputs[self.output][:n].float()
+        out = as_float(ctx.outputs[self.output][:n])
         task = ctx.task_of(self.output)
         name = self.output
         if isinstance(task, Segmentation):

@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 
+from mtssl.ops.checks import as_float
 from mtssl.registry import TASKS
 from mtssl.tasks.base import SegActivation, Task, class_masks
 
@@ -38,7 +39,7 @@ class Segmentation(Task):
 
     def to_seg(self, output: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=output.device.type, enabled=False):
-            logits = output.float()
+            logits = as_float(output)
             return torch.softmax(logits, 1)[:, 1:] if self.softmax else torch.sigmoid(logits)
 
     def from_seg(self, seg_logits: torch.Tensor, activation: SegActivation = "auto") -> torch.Tensor:

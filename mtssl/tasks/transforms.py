@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from mtssl.ops.boundary import soft_boundary
+from mtssl.ops.checks import as_float
 from mtssl.ops.conv_distance import (
     Activation,
     Kernel,
@@ -43,20 +44,16 @@ __all__ = [
 ]
 
 
-def _float32(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
 def sdf_to_seg(sdf: torch.Tensor, k: float = 1500.0) -> torch.Tensor:
     """``(B, K, *S)`` signed distances (negative inside) to foreground probabilities ``sigmoid(-k sdf)``."""
     with torch.autocast(device_type=sdf.device.type, enabled=False):
-        return torch.sigmoid(-k * _float32(sdf))
+        return torch.sigmoid(-k * as_float(sdf))
 
 
 def dist_to_seg(dist: torch.Tensor, k: float = 1500.0) -> torch.Tensor:
     """``(B, K, *S)`` inside distances (0 outside) to foreground probabilities ``2 sigmoid(k d) - 1``."""
     with torch.autocast(device_type=dist.device.type, enabled=False):
-        return 2 * torch.sigmoid(k * _float32(dist)) - 1
+        return 2 * torch.sigmoid(k * as_float(dist)) - 1
 
 
 def seg_to_dist(
@@ -71,14 +68,14 @@ def seg_to_dist(
     ``(B, C, *S)`` logits to ``(B, K, *S)``; see :func:`mtssl.ops.soft_distance` for h, kernel, radius.
     """
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        _, log_not_fg = foreground_log_probs(_float32(logits), activation)
+        _, log_not_fg = foreground_log_probs(as_float(logits), activation)
         return normalize_max(soft_distance(log_not_fg, h, kernel, radius))
 
 
 def seg_to_edge(logits: torch.Tensor, activation: Activation = "auto") -> torch.Tensor:
     """Soft boundary: the spatial gradient magnitude of each foreground probability, ``(B, K, *S)``."""
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        log_fg, _ = foreground_log_probs(_float32(logits), activation)
+        log_fg, _ = foreground_log_probs(as_float(logits), activation)
         return soft_boundary(log_fg.exp())
 
 

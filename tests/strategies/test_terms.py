@@ -1,0 +1,157 @@
+"""Each strategy on hand-made tensors with a known value, and SSL gradients from unlabeled samples alone."""
+
+import math
+
+import pytest
+import torch
+
+from mtssl.model import MultiTaskModel
+from mtssl.nets.vnet import VNet
+from mtssl.registry import STRATEGIES, TASKS
+from mtssl.strategies.consistency import sharpen, sigmoid_rampup
+from mtssl.strategies.context import StepContext
+from mtssl.strategies.dbisl import fuse
+
+SEG = TASKS.create("seg")
+SOFTMAX = TASKS.create("seg", softmax=True)
+SDF = TASKS.create("sdf")
+
+
+def ctx(outputs, tasks, n_labeled=0, teacher=None, iteration=6000, label=None, image=None):
+    first = next(iter(outputs.values()))
+    b, spatial = first.shape[0], first.shape[2:]
+    image = torch.zeros(b, 1, *spatial) if image is None else image
+    label = torch.zeros(b, *spatial, dtype=torch.long) if label is None else label
+    return StepContext(
+        image,
+        label,
+        torch.arange(b) < n_labeled,
+        outputs,
+        tasks,
+        iteration,
+        teacher=teacher,
+        extra={"n_labeled": n_labeled},
+    )
+
+
+def test_cross_task_known_values():
+    term = STRATEGIES.create("cross_task", source="sdf", target="seg", transform="sdf->seg")
+    zero = torch.zeros(2, 1, 4, 4)
+    assert term(ctx({"sdf": zero, "seg": zero}, {"sdf": SDF, "seg": SEG}))["consistency_sdf_seg"] == 0
+    inside = torch.full((2, 1, 4, 4), -1.0)  # sigmoid(1500) = 1 against sigmoid(0) = 0.5
+    value = term(ctx({"sdf": inside, "seg": zero}, {"sdf": SDF, "seg": SEG}))["consistency_sdf_seg"]
+    assert value == pytest.approx(0.25)
+    unlabeled = STRATEGIES.create("cross_task", samples="unlabeled")
+    mixed = torch.cat([torch.full((1, 1, 4, 4), -1.0), torch.zeros(1, 1, 4, 4)])
+    assert (
+        unlabeled(ctx({"sdf": mixed, "seg": zero}, {"sdf": SDF, "seg": SEG}, n_labeled=1))["consistency_sdf_seg"] == 0
+    )
+
+
+def test_mean_teacher_known_value():
+    student = torch.zeros(2, 2, 4, 4)  # softmax 0.5 / 0.5
+    teacher = lambda x: {"seg": torch.tensor([0.0, math.log(3)]).view(1, 2, 1, 1).expand(x.shape[0], 2, 4, 4)}  # noqa: E731
+    value = STRATEGIES.create("mean_teacher")(
+        ctx({"seg": student}, {"seg": SOFTMAX}, n_labeled=1, teacher=teacher, image=torch.zeros(2, 1, 4, 4))
+    )
+    assert value["consistency_teacher"] == pytest.approx(0.0625)  # (0.5 - 0.75)^2 on both channels
+    with pytest.raises(ValueError, match="needs a recipe with an EMA teacher"):
+        STRATEGIES.create("mean_teacher")(ctx({"seg": student}, {"seg": SOFTMAX}))
+
+
+def test_ua_mt_masks_uncertain_voxels():
+    student = torch.zeros(1, 2, 2, 2)
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[..., 0] = torch.tensor([0.0, 10.0]).view(2, 1)  # left column certain, right column p = 0.5
+    teacher = lambda x: {"seg": logits.expand(x.shape[0], -1, -1, -1)}  # noqa: E731
+    term = STRATEGIES.create("ua_mt", passes=2, noise_std=0.0)
+    # At iteration 0 the threshold is about 0.75 ln 2: the p = 0.5 voxels (entropy ln 2) are masked out.
+    out = term(ctx({"seg": student}, {"seg": SOFTMAX}, teacher=teacher, iteration=0))["consistency_uncertain"]
+    p = torch.softmax(torch.tensor([0.0, 10.0]), 0)
+    expected = ((p - 0.5) ** 2).sum() * 2 / (2 * 2 + 1e-16)  # only the 2 certain voxels count
+    assert out == pytest.approx(float(expected), rel=1e-5)
+    assert sigmoid_rampup(0, 6000) == pytest.approx(math.exp(-5)) and sigmoid_rampup(6000, 6000) == 1
+
+
+def test_sharpen_and_multi_decoder():
+    p = torch.tensor([0.5, 0.6, 0.0, 1.0])
+    torch.testing.assert_close(sharpen(p), torch.tensor([0.5, 0.6**10 / (0.6**10 + 0.4**10), 0.0, 1.0]))
+    hard = torch.tensor([-50.0, 50.0]).view(1, 2, 1, 1).expand(2, 2, 3, 3)
+    term = STRATEGIES.create("multi_decoder", decoders=2)
+    assert term(ctx({"seg": hard, "seg/1": hard}, {"seg": SOFTMAX}))["consistency_decoders"] < 1e-12
+    half = torch.zeros(2, 2, 3, 3)
+    assert term(ctx({"seg": half, "seg/1": hard}, {"seg": SOFTMAX}))["consistency_decoders"] == pytest.approx(0.5)
+
+
+def test_fusion_and_uncertainty_weights_follow_the_formula():
+    # Left: the tasks agree (0.9, 0.9); right: they disagree (0.9, 0.1).
+    p_seg = torch.tensor([[0.9, 0.9]])
+    p_sdf = torch.tensor([[0.9, 0.1]])
+    fused, weight = fuse(p_seg, p_sdf, "mean", "disagreement")
+    torch.testing.assert_close(fused, torch.tensor([[0.9, 0.5]]))
+    torch.testing.assert_close(weight, torch.tensor([[1.0, 0.2]]))
+    _, entropy = fuse(p_seg, p_sdf, "mean", "entropy")
+    h = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) / math.log(2)
+    torch.testing.assert_close(entropy, torch.tensor([[1 - h, 0.0]]), atol=1e-6, rtol=0)
+    geometric, ones = fuse(p_seg, p_sdf, "geometric", "none")
+    torch.testing.assert_close(geometric, torch.tensor([[0.9, 0.3]]))
+    assert torch.all(ones == 1)
+
+
+def test_fused_pseudo_label_weights_the_disagreeing_region_down():
+    seg_logits = torch.full((1, 1, 4, 4), math.log(9))  # p_seg = 0.9 everywhere
+    sdf = torch.full((1, 1, 4, 4), -1.0)  # p_sdf = 1 on the left half ...
+    sdf[..., 2:] = 1.0  # ... and 0 on the right half: the tasks disagree there
+    term = STRATEGIES.create("fused_pseudo_label")
+    full = term(ctx({"seg": seg_logits, "sdf": sdf}, {"seg": SEG, "sdf": SDF}))
+    uniform = STRATEGIES.create("fused_pseudo_label", uncertainty="none")(
+        ctx({"seg": seg_logits, "sdf": sdf}, {"seg": SEG, "sdf": SDF})
+    )
+    # Left: fused 0.95 -> pseudo 1, weight 0.9; right: fused 0.45 -> pseudo 0, weight 0.1.
+    p = torch.full((4, 4), 0.9)
+    w = torch.ones(4, 4) * 0.9
+    w[:, 2:] = 0.1
+    t = torch.zeros(4, 4)
+    t[:, :2] = 1
+    expected = 1 - (2 * (w * p * t).sum() + 1e-5) / ((w * p * p).sum() + (w * t * t).sum() + 1e-5)
+    assert full["pseudo_seg"] == pytest.approx(float(expected), rel=1e-5)
+    assert full["pseudo_seg"] != pytest.approx(float(uniform["pseudo_seg"]))
+
+
+def tiny_model(tasks):
+    torch.manual_seed(0)
+    return MultiTaskModel(VNet(n_filters=4, has_dropout=False), tasks)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "tasks", "teacher"),
+    [
+        ("mean_teacher", {}, {"seg": SOFTMAX}, True),
+        ("ua_mt", {"passes": 2}, {"seg": SOFTMAX}, True),
+        ("cross_task", {}, {"seg": SEG, "sdf": SDF}, False),
+        (
+            "cross_task",
+            {"source": "seg", "target": "sdf", "transform": "seg->sdf", "transform_options": {"h": 0.5}},
+            {"seg": SEG, "sdf": SDF},
+            False,
+        ),
+        ("multi_decoder", {}, {"seg": SOFTMAX}, False),
+        ("fused_pseudo_label", {}, {"seg": SEG, "sdf": SDF}, False),
+    ],
+    ids=["mean_teacher", "ua_mt", "sdf->seg", "seg->sdf", "multi_decoder", "fused_pseudo_label"],
+)
+def test_ssl_terms_train_from_unlabeled_samples_only(name, options, tasks, teacher):
+    from mtssl.nets.vnet import MCNet
+
+    model = (
+        tiny_model(tasks) if name != "multi_decoder" else MultiTaskModel(MCNet(n_filters=4, has_dropout=False), tasks)
+    )
+    image = torch.randn(2, 1, 16, 16, 16)
+    outputs = model(image)
+    other = tiny_model(tasks)
+    context = ctx(outputs, tasks, n_labeled=0, image=image, teacher=(lambda x: other(x)) if teacher else None)
+    losses = STRATEGIES.create(name, **options)(context)
+    total = sum(losses.values())
+    total.backward()
+    grad = sum(p.grad.abs().sum() for p in model.parameters() if p.grad is not None)
+    assert grad > 0 and torch.isfinite(grad)
