@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: train and test the supervised recipe on the built-in 3D phantom (a few minutes on a CPU)
+## demo: supervised and DBiSL on the built-in 3D phantom, side by side (a few minutes on a CPU)
 demo: $(STAMP)
-	$(BIN)/mtssl train examples/configs/phantom_supervised.yaml --out runs/demo
+	$(BIN)/python examples/demo.py --out runs/demo
 
 ## test: ruff, the layer contract, pytest, the strict docs build
 test: lint $(STAMP)

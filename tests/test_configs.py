@@ -31,3 +31,45 @@ def test_la_protocol_values(labeled):
     )
     assert (t.lr_schedule.name, t.lr_schedule.step, t.lr_schedule.gamma) == ("step", 2500, 0.1)
     assert cfg.eval.stride == (18, 18, 4) and cfg.eval.lcc and cfg.eval.select == "last"
+
+
+@pytest.mark.parametrize("recipe", ["mean_teacher", "ua_mt", "dtc", "mcnet", "dbisl"])
+@pytest.mark.parametrize("labeled", [4, 8, 16])
+def test_every_recipe_on_la(recipe, labeled):
+    cfg = build_dataclass(RunConfig, load_config(CONFIGS[0].parent / f"la_{recipe}_{labeled}.yaml"))
+    assert cfg.recipe["name"] == recipe and cfg.data["labeled"] == labeled
+    assert cfg.train.iterations == (15000 if recipe == "mcnet" else 6000)
+    assert cfg.train.lr_schedule.name == ("constant" if recipe == "mcnet" else "step")
+    assert (cfg.train.batch_size, cfg.train.labeled_bs) == (4, 2) and cfg.eval.stride == (18, 18, 4)
+
+
+def test_isbi_dbisl_quick(tmp_path):
+    """The 2D ISBI config in a quick mode: 2 iterations, 64x64 crops, one held-out image."""
+    import json
+
+    from mtssl.engine.run import train_run
+    from tests.conftest import data_dir, require_data
+
+    root = require_data(data_dir() / "isbi2012", "the ISBI 2012 data set")
+    quick = [
+        f"data.root={root}",
+        "data.patch=[64, 64]",
+        "train.iterations=2",
+        "train.log_every=1",
+        "train.progress=false",
+        "eval.patch=[64, 64]",
+        "eval.stride=[64, 64]",
+        "eval.max_cases=1",
+    ]
+    cfg = load_config(CONFIGS[0].parent / "isbi2012_dbisl.yaml", quick)
+    summary = train_run(cfg, tmp_path)
+    assert summary["cases"] == 1 and summary["per_case"][0]["case"] == "20"
+    assert json.loads((tmp_path / "split.json").read_text())["labeled"] == ["0", "1", "2", "3"]
+
+
+def test_compose_recipe_example(tmp_path):
+    import runpy
+
+    module = runpy.run_path(str(CONFIGS[0].parent.parent / "compose_recipe.py"))
+    summary = module["main"](["--quick", "--out", str(tmp_path)])
+    assert summary["cases"] == 2 and 0 <= summary["mean"]["dice"] <= 1

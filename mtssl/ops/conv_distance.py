@@ -197,7 +197,13 @@ def soft_distance(
             cap = radius if radius is not None else math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp)))
             log_sum = a.clamp_min(-(cap**2) / h - _FLOOR_MARGIN)
             for axis, (n, s) in enumerate(zip(shape, sp)):
-                squared = pairwise_cost(n, s, a)
+                reach = n - 1 if radius is None else min(n - 1, math.floor(radius / s))
+                if 4 * reach + 2 < n:  # a short window: shifted copies, 2 * reach + 1 of them
+                    offsets = tuple(tuple(k if d == axis else 0 for d in range(nd)) for k in range(-reach, reach + 1))
+                    costs = tuple((k * s) ** 2 / h for k in range(-reach, reach + 1))
+                    log_sum = _LogCorrelate.apply(log_sum, offsets, costs)
+                    continue
+                squared = pairwise_cost(n, s, a)  # a long window: the dense (n x n) pass per line
                 cost = squared / h
                 if radius is not None:  # truncate the window: no weight beyond the radius
                     cost = cost.masked_fill(squared > radius**2, float("inf"))
