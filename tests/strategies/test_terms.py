@@ -155,3 +155,16 @@ def test_ssl_terms_train_from_unlabeled_samples_only(name, options, tasks, teach
     total.backward()
     grad = sum(p.grad.abs().sum() for p in model.parameters() if p.grad is not None)
     assert grad > 0 and torch.isfinite(grad)
+
+
+def test_transformed_supervised_known_values():
+    label = torch.zeros(2, 4, 4, dtype=torch.long)
+    label[:, :, :2] = 1
+    inside = torch.where(label[:, None] == 1, -1.0, 1.0)  # a perfect SDF sign: sigmoid(-1500 sdf) is the label
+    term = STRATEGIES.create("transformed_supervised", source="sdf", target="seg", transform="sdf->seg")
+    out = term(ctx({"sdf": inside, "seg": torch.zeros(2, 1, 4, 4)}, {"sdf": SDF, "seg": SEG}, n_labeled=2, label=label))
+    assert out["transformed_sdf_to_seg_dice"] == pytest.approx(0.0, abs=1e-6)
+    flipped = term(
+        ctx({"sdf": -inside, "seg": torch.zeros(2, 1, 4, 4)}, {"sdf": SDF, "seg": SEG}, n_labeled=2, label=label)
+    )
+    assert flipped["transformed_sdf_to_seg_dice"] == pytest.approx(1.0, abs=1e-4)
