@@ -101,7 +101,9 @@ class MeanTeacher:
 class UncertaintyMeanTeacher:
     """UA-MT: mean-teacher consistency masked where the teacher is uncertain.
 
-    Uncertainty is the entropy of the mean softmax over ``passes`` noisy teacher passes; voxels with
+    Uncertainty is the entropy of the mean probability over ``passes`` noisy teacher passes
+    (``source: teacher``, UA-MT's), or over MC-dropout passes of the student without noise
+    (``source: student``: the student in train mode, no gradient); voxels with
     entropy below ``(0.75 + 0.25 * sigmoid_rampup(t, max_iterations)) * ln 2`` count, and the loss is
     ``sum(mask * mse) / (C * sum(mask) + 1e-16)`` (UA-MT's normalisation).
     """
@@ -113,8 +115,9 @@ class UncertaintyMeanTeacher:
         noise_std: float = 0.1,
         noise_clip: float = 0.2,
         max_iterations: int = 6000,
+        source: Literal["teacher", "student"] = "teacher",
     ) -> None:
-        self.output, self.passes, self.max_iterations = output, passes, max_iterations
+        self.output, self.passes, self.max_iterations, self.source = output, passes, max_iterations, source
         self.noise_std, self.noise_clip = noise_std, noise_clip
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -124,7 +127,7 @@ class UncertaintyMeanTeacher:
         teacher = probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
         mean = torch.zeros_like(teacher)
         for _ in range(self.passes):
-            mean += probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+            mean += self._pass(ctx, task)
         mean /= self.passes
         if not task.softmax:  # a sigmoid map's entropy counts both outcomes
             mean = torch.cat([1 - mean, mean], 1)
@@ -135,6 +138,14 @@ class UncertaintyMeanTeacher:
         dist = (student - teacher).square()
         loss = (mask * dist).sum() / (dist.shape[1] * mask.sum() + 1e-16)
         return {"consistency_uncertain": loss}
+
+    def _pass(self, ctx: StepContext, task: Segmentation) -> torch.Tensor:
+        if self.source == "teacher":
+            return probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+        if ctx.model is None:
+            raise ValueError("MC-dropout uncertainty (source: student) needs the student's forward in the context")
+        with torch.no_grad():
+            return probabilities(task, ctx.model(ctx.image[ctx.n_labeled :])[self.output])
 
 
 @STRATEGIES.register("multi_decoder")

@@ -27,7 +27,7 @@ from mtssl.strategies.context import StepContext
 from mtssl.tasks.seg import Segmentation
 from mtssl.tasks.transforms import sdf_to_seg
 
-__all__ = ["FusedPseudoLabel", "TransformedSupervised", "fuse"]
+__all__ = ["FusedPseudoLabel", "PseudoLabel", "TransformedSupervised", "fuse"]
 
 
 @STRATEGIES.register("transformed_supervised")
@@ -118,4 +118,45 @@ class FusedPseudoLabel:
         return {
             "pseudo_seg": dice_loss(seg_prob, pseudo, weight=voxel_weight),
             "pseudo_sdf": mse_loss(sdf_out, sdf_target, weight=voxel_weight),
+        }
+
+
+@STRATEGIES.register("pseudo_label")
+class PseudoLabel:
+    """Pseudo-labels fused from several segmentation outputs (decoders, or tasks' ``to_seg``).
+
+    Each output's foreground probability comes from its task's ``to_seg`` (so ``"sdf"`` counts as
+    ``sigmoid(-k sdf)``). Their mean is the fused probability; the pseudo-label is ``fused > 0.5``
+    (``hard``) or ``fused``; voxels count where ``|2 fused - 1| >= confidence``, weighted by
+    ``1 - (max - min)`` of the outputs (``disagreement``), ``1 - H(fused) / ln 2`` (``entropy``) or 1.
+    Every segmentation output among ``outputs`` gets a weighted Dice against it, on unlabeled samples.
+    """
+
+    def __init__(
+        self,
+        outputs: tuple[str, ...] = ("seg", "seg/1"),
+        hard: bool = True,
+        confidence: float = 0.0,
+        uncertainty: Uncertainty = "disagreement",
+    ) -> None:
+        if len(outputs) < 2:
+            raise ValueError("pseudo_label fuses at least two outputs")
+        self.outputs, self.hard, self.confidence, self.uncertainty = tuple(outputs), hard, confidence, uncertainty
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        n = ctx.n_labeled
+        probs = {o: ctx.task_of(o).to_seg(ctx.outputs[o][n:]) for o in self.outputs}
+        with torch.no_grad():
+            stack = torch.stack([p.detach() for p in probs.values()])
+            spread = stack.amax(0) - stack.amin(0)
+            fused, weight = fuse(stack.mean(0), stack.mean(0), "mean", self.uncertainty)
+            if self.uncertainty == "disagreement":
+                weight = 1 - spread
+            weight = weight * ((2 * fused - 1).abs() >= self.confidence)
+            target = (fused > 0.5).float() if self.hard else fused
+        voxel_weight = weight.mean(1)
+        return {
+            f"pseudo_{o.replace('/', '')}": dice_loss(p, target, weight=voxel_weight)
+            for o, p in probs.items()
+            if isinstance(ctx.task_of(o), Segmentation)
         }

@@ -168,3 +168,35 @@ def test_transformed_supervised_known_values():
         ctx({"sdf": -inside, "seg": torch.zeros(2, 1, 4, 4)}, {"sdf": SDF, "seg": SEG}, n_labeled=2, label=label)
     )
     assert flipped["transformed_sdf_to_seg_dice"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_pseudo_label_fused_from_two_decoders():
+    # Decoder 0 and 1 agree (p = 0.9) on the left, disagree (0.9 vs 0.3) on the right.
+    p0 = torch.full((1, 1, 2, 4), 0.9)
+    p1 = p0.clone()
+    p1[..., 2:] = 0.3
+    logits = {"seg": torch.logit(p0), "seg/1": torch.logit(p1)}
+    out = STRATEGIES.create("pseudo_label", outputs=("seg", "seg/1"))(ctx(logits, {"seg": SEG}))
+    # fused: 0.9 left (label 1, weight 1), 0.6 right (label 1, weight 0.4)
+    w = torch.ones(2, 4)
+    w[:, 2:] = 0.4
+    for name, p in (("pseudo_seg", p0[0, 0]), ("pseudo_seg1", p1[0, 0])):
+        expected = 1 - (2 * (w * p).sum() + 1e-5) / ((w * p * p).sum() + w.sum() + 1e-5)
+        assert out[name] == pytest.approx(float(expected), rel=1e-4)  # float32 logit/sigmoid round trip
+    with pytest.raises(ValueError, match="at least two outputs"):
+        STRATEGIES.create("pseudo_label", outputs=("seg",))
+
+
+def test_mc_dropout_uncertainty_from_the_student():
+    tasks = {"seg": SOFTMAX}
+    model = tiny_model(tasks)
+    image = torch.randn(2, 1, 16, 16, 16)
+    outputs = model(image)
+    other = tiny_model(tasks)
+    context = ctx(outputs, tasks, n_labeled=0, image=image, teacher=lambda x: other(x))
+    context.model = model
+    loss = STRATEGIES.create("ua_mt", passes=2, source="student")(context)["consistency_uncertain"]
+    assert torch.isfinite(loss)
+    context.model = None
+    with pytest.raises(ValueError, match="needs the student's forward"):
+        STRATEGIES.create("ua_mt", passes=2, source="student")(context)
