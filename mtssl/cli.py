@@ -144,6 +144,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mtssl.bench.run import run_grid
+
+    ran = run_grid(args.grid, args.out, only=args.only, dry_run=args.dry_run, published=args.published)
+    if args.dry_run:
+        print(f"{len(ran)} cells to run")
+    else:
+        print(f"ran {len(ran)} new cells; tables and plots in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mtssl`` command."""
     parser = argparse.ArgumentParser(prog="mtssl", description="Semi-supervised multi-task segmentation.")
@@ -171,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument("--out", required=True, help="output folder")
     p_pred.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p_pred.set_defaults(func=_cmd_predict)
+    p_bench = sub.add_parser("bench", help="run a grid of recipes x label counts x seeds and tabulate it")
+    p_bench.add_argument("grid", help="a grid YAML file")
+    p_bench.add_argument("--out", required=True, help="the grid folder (runs are kept; finished cells are skipped)")
+    p_bench.add_argument("--dry-run", action="store_true", help="list the cells and whether they would run")
+    p_bench.add_argument("--only", help="run only cells whose id matches this wildcard, e.g. 'dbisl/*'")
+    p_bench.add_argument("--published", help="a YAML list of published rows to add to the table")
+    p_bench.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -1,0 +1,87 @@
+"""A 2 x 2 micro-grid: its files, its table against the run folders, and an idempotent re-run."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from mtssl.bench.run import run_grid
+from mtssl.cli import main
+from mtssl.config import ConfigError
+from tests.engine.test_train import tiny_config
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    base = tiny_config(iterations=4)
+    base["data"]["num_train"] = 6
+    base["eval"]["max_cases"] = 2
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    grid = {
+        "base": "base.yaml",
+        "recipes": {"supervised": {}, "dtc": {}},
+        "labels": [2, 3],
+        "seeds": [0],
+        "baseline": "supervised",
+        "overrides": ["train.log_every=2"],
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+OUTPUTS = (
+    "results.csv",
+    "results.json",
+    "results.md",
+    "stats.json",
+    "dice_vs_labels.png",
+    "per_case_dice.png",
+    "loss_curves.png",
+)
+
+
+def test_micro_grid(grid_file, tmp_path):
+    out = tmp_path / "out"
+    published = tmp_path / "published.yaml"
+    published.write_text(yaml.safe_dump([{"recipe": "DTC", "labels": 2, "dice": 50.0, "source": "a paper"}]))
+    ran = run_grid(grid_file, out, published=published)
+    assert ran == ["supervised/labels2/seed0", "supervised/labels3/seed0", "dtc/labels2/seed0", "dtc/labels3/seed0"]
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 4
+    for row in rows:  # the table's numbers come from the run folders
+        metrics = json.loads((out / row["run"] / "metrics.json").read_text())
+        assert row["dice"] == metrics["mean"]["dice"] and row["hd95"] == metrics["mean"]["hd95"]
+        assert row["git_revision"] is None or len(row["git_revision"]) == 40
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    table = (out / "results.md").read_text()
+    dtc2 = next(r for r in rows if r["recipe"] == "dtc" and r["labels"] == 2)
+    assert f"{100 * dtc2['dice']:.2f} ± 0.00" in table
+    assert "| DTC (published: a paper) | 2 | 50.00 |" in table
+    assert "## Paired against supervised" in table
+    stats = json.loads((out / "stats.json").read_text())
+    assert {(s["recipe"], s["labels"]) for s in stats} == {("dtc", 2), ("dtc", 3)}
+    assert all(s["pairs"] == 2 and s["ci95"][0] <= s["mean_dice_difference"] <= s["ci95"][1] for s in stats)
+
+    before = {name: (out / name).read_bytes() for name in ("results.csv", "results.json", "results.md", "stats.json")}
+    assert run_grid(grid_file, out, published=published) == []  # nothing new runs
+    for name, content in before.items():
+        assert (out / name).read_bytes() == content, name
+
+
+def test_dry_run_and_only(grid_file, tmp_path, capsys):
+    assert main(["bench", str(grid_file), "--out", str(tmp_path / "o"), "--dry-run", "--only", "dtc/*"]) == 0
+    assert "2 cells to run" in capsys.readouterr().out
+    assert not (tmp_path / "o" / "runs").exists()
+
+
+def test_bad_baseline(tmp_path, grid_file):
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["baseline"] = "supervisd"
+    grid_file.write_text(yaml.safe_dump(grid))
+    with pytest.raises(ConfigError, match=r"grid\.baseline 'supervisd' is not one of the recipes"):
+        run_grid(grid_file, tmp_path / "o", dry_run=True)
