@@ -41,6 +41,7 @@ def collect(out: Path, cells: Sequence[Cell]) -> list[dict[str, Any]]:
                 "seconds": round(timing["seconds"], 1),
                 "it_per_s": timing["it_per_s"],
                 "peak_gpu_memory_gib": timing["peak_gpu_memory_gib"],
+                "peak_rss_gib": round(timing.get("peak_rss_gib") or 0.0, 2),
                 "git_revision": run.get("git_revision"),
                 "run": str(Path("runs") / cell.id),
             }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def _run_cell(cell: Cell, folder: Path) -> None:
         "seconds": seconds,
         "it_per_s": json.loads(records[-1])["it_per_s"] if records else None,
         "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        # The process's peak resident memory so far (Linux reports KiB): an upper bound for this cell.
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
     (folder / "timing.json").write_text(json.dumps(timing))
 

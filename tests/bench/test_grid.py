@@ -85,3 +85,35 @@ def test_bad_baseline(tmp_path, grid_file):
     grid_file.write_text(yaml.safe_dump(grid))
     with pytest.raises(ConfigError, match=r"grid\.baseline 'supervisd' is not one of the recipes"):
         run_grid(grid_file, tmp_path / "o", dry_run=True)
+
+
+def test_example_grids_expand():
+    from pathlib import Path
+
+    from mtssl.bench.grid import load_grid
+
+    grids = Path(__file__).resolve().parents[2] / "examples" / "grids"
+    main_grid, cells = load_grid(grids / "la_main.yaml")
+    assert len(cells) == 6 * 3 * 3 and main_grid.baseline == "supervised"
+    mcnet = next(c for c in cells if c.recipe == "mcnet")
+    assert mcnet.config["train"]["iterations"] == 15000 and mcnet.config["recipe"] == {"name": "mcnet"}
+    assert {c.config["data"]["labeled"] for c in cells} == {4, 8, 16}
+    _, ablation = load_grid(grids / "la_dbisl_ablation.yaml")
+    assert {c.recipe for c in ablation} == {
+        "dbisl",
+        "dbisl_no_transformed",
+        "dbisl_no_consistency",
+        "dbisl_no_pseudo",
+        "dbisl_no_uncertainty",
+    }
+    assert next(c for c in ablation if c.recipe == "dbisl_no_pseudo").config["recipe"] == {
+        "name": "dbisl",
+        "pseudo": False,
+    }
+    _, quick = load_grid(grids / "phantom_quick.yaml", only="dbisl/*")
+    assert [c.id for c in quick] == [
+        "dbisl/labels2/seed0",
+        "dbisl/labels2/seed1",
+        "dbisl/labels4/seed0",
+        "dbisl/labels4/seed1",
+    ]
