@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import timed
 from scipy.ndimage import distance_transform_edt
 from skimage.segmentation import find_boundaries
 
@@ -58,22 +57,13 @@ def blob_masks(batch: int, shape: tuple[int, int, int], seed: int = 0) -> torch.
     return torch.stack(masks)
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fn`` over ``repeats`` runs after one warm-up, and peak CUDA memory in GiB."""
-    fn()
-    times = []
+def timed_with_peak(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float]:
+    """:func:`common.timed` and the peak CUDA memory in GiB (NaN on CPU)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+    seconds = timed(fn, device, repeats)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return statistics.median(times), peak
+    return seconds, peak
 
 
 def main() -> None:
@@ -92,11 +82,13 @@ def main() -> None:
     la = (112, 112, 80)
     masks = blob_masks(2, la).to(device)
     host = masks.cpu().numpy()
-    ref_s, _ = timed(lambda: dtc_compute_sdf(host), torch.device("cpu"), args.repeats)
+    ref_s, _ = timed_with_peak(lambda: dtc_compute_sdf(host), torch.device("cpu"), args.repeats)
     record("DTC compute_sdf (scipy + skimage, host)", "2x112x112x80", ref_s)
-    torch_s, peak = timed(lambda: signed_distance(masks, backend="torch"), device, args.repeats)
+    torch_s, peak = timed_with_peak(lambda: signed_distance(masks, backend="torch"), device, args.repeats)
     record(f"signed_distance, torch backend ({device.type})", "2x112x112x80", torch_s, peak, ratio=ref_s / torch_s)
-    scipy_s, _ = timed(lambda: signed_distance(masks.cpu(), backend="scipy"), torch.device("cpu"), args.repeats)
+    scipy_s, _ = timed_with_peak(
+        lambda: signed_distance(masks.cpu(), backend="scipy"), torch.device("cpu"), args.repeats
+    )
     record("signed_distance, scipy backend (host)", "2x112x112x80", scipy_s, ratio=ref_s / scipy_s)
     agree = (signed_distance(masks, backend="torch").cpu() - torch.from_numpy(dtc_compute_sdf(host))).abs().max()
     record("max abs difference, torch backend vs DTC", "2x112x112x80", 0.0, max_abs_diff=float(agree))
@@ -110,7 +102,7 @@ def main() -> None:
             def step(logits: torch.Tensor = logits, kernel: str = kernel, radius: float | None = radius) -> None:
                 soft_signed_distance(logits, 0.5, kernel, radius, normalize=True).square().mean().backward()
 
-            seconds, peak = timed(step, device, args.repeats)
+            seconds, peak = timed_with_peak(step, device, args.repeats)
             size = f"{b}x" + "x".join(map(str, shape))
             record(f"soft_signed_distance fwd+bwd, {kernel} r={radius}", size, seconds, peak)
 
