@@ -74,10 +74,15 @@ def print_metrics(summary: Mapping[str, Any], title: str = "test metrics") -> No
 def _cmd_train(args: argparse.Namespace) -> int:
     from mtssl.config import load_config
     from mtssl.engine.run import train_run
+    from mtssl.engine.trainer import TrainingInterrupted
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    summary = train_run(config, out, resume=args.resume)
+    try:
+        summary = train_run(config, out, resume=args.resume)
+    except TrainingInterrupted as stop:
+        print(f"mtssl train: {stop}; continue with --resume", file=sys.stderr)
+        return 128 + stop.signum
     if summary is not None:
         print_metrics(summary)
     print(f"run folder: {out}")

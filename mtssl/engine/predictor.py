@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtssl.engine.checkpoint import load_checkpoint
+from mtssl.engine.checkpoint import load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import largest_component, probabilities_to_labels
 from mtssl.engine.sliding_window import sliding_window
 from mtssl.model import MultiTaskModel
@@ -104,6 +104,6 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Pr
     pre = state["preprocessing"]
     cfg = build_dataclass(RunConfig, state["config"])
     model = build_run_model(cfg, build_recipe(cfg), pre["in_channels"], pre["spatial_dims"], pre["num_classes"])
-    model.load_state_dict(state["model"])
+    load_state_checked(model, state["model"], str(checkpoint))
     dev = pick_device(str(device)) if device is not None else pick_device("auto")
     return Predictor(model.to(dev), pre, dev)

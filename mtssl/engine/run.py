@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mtssl.config import apply_overrides
-from mtssl.engine.checkpoint import CheckpointError, load_checkpoint
+from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from mtssl.engine.trainer import Trainer
 
 __all__ = ["evaluate_run", "resolve_checkpoint", "train_run", "write_metrics"]
@@ -58,7 +58,7 @@ def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | P
     config = apply_overrides(state["config"], overrides)
     run_dir = Path(out) if out is not None else ckpt.parent.parent
     trainer = Trainer(config, run_dir)
-    trainer.model.load_state_dict(state["model"])
+    load_state_checked(trainer.model, state["model"], str(ckpt))
     summary = trainer.evaluate("test")
     summary["checkpoint"] = str(ckpt)
     write_metrics(run_dir, summary)

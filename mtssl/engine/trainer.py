@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -19,7 +19,7 @@ import yaml
 import mtssl
 from mtssl.config import ConfigError, build_dataclass
 from mtssl.data.dataset import SegmentationData
-from mtssl.engine.checkpoint import load_checkpoint, save_checkpoint
+from mtssl.engine.checkpoint import load_checkpoint, load_state_checked, save_checkpoint
 from mtssl.engine.ema import EMATeacher
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
 from mtssl.engine.optim import LRSchedule, Optimizer, build_optimizer
@@ -29,7 +29,24 @@ from mtssl.registry import DATASETS, RECIPES
 from mtssl.strategies.context import StepContext
 from mtssl.tasks.seg import Segmentation
 
-__all__ = ["RunConfig", "TrainConfig", "Trainer", "build_components", "build_recipe", "build_run_model"]
+__all__ = [
+    "RunConfig",
+    "TrainConfig",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_components",
+    "build_recipe",
+    "build_run_model",
+]
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT arrived; a checkpoint was saved at ``iteration``."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by signal {signum} at iteration {iteration}; saved {checkpoint}")
+        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
+
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +70,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     nan_check_every: int = 50
+    nan_policy: Literal["stop", "skip"] = "stop"
     progress: bool = True
 
 
@@ -170,6 +188,7 @@ class Trainer:
         self.loader = self.data.loader(tc.batch_size, tc.labeled_bs, tc.num_workers, tc.seed, pin_memory=self.cuda)
         self.sampler = self.loader.batch_sampler
         self.iteration, self.epoch, self.batch_in_epoch, self.best = 0, 0, 0, -math.inf
+        self.skipped, self._signal = 0, None
         self.ckpt_dir = self.out / "checkpoints"
         last = self.ckpt_dir / "last.pt"
         if resume and last.is_file():
@@ -206,6 +225,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "best": self.best,
+            "skipped": self.skipped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "teacher": self.teacher.model.state_dict() if self.teacher else None,
@@ -215,7 +235,7 @@ class Trainer:
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        load_state_checked(self.model, state["model"], str(self.ckpt_dir / "last.pt"))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None:
             self.teacher.model.load_state_dict(state["teacher"])
@@ -224,6 +244,7 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
         self.batch_in_epoch, self.best = int(state["batch_in_epoch"]), float(state["best"])
+        self.skipped = int(state.get("skipped", 0))
         log.info("resumed at iteration %d", self.iteration)
 
     def save(self, name: str = "last.pt") -> Path:
@@ -267,6 +288,9 @@ class Trainer:
                     parts[name] = value.detach().float()
                     total = total + weight * value.float()
         self.optimizer.zero_grad(set_to_none=True)
+        if tc.nan_policy == "skip" and not bool(torch.isfinite(total)):  # a host sync per step, by choice
+            self.skipped += 1
+            return {}
         total.backward()
         if tc.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
@@ -304,7 +328,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count, tick, start_it = 0, time.perf_counter(), self.iteration
         progress = _Progress(tc.iterations, self.iteration, enabled=tc.progress)
-        with progress, open(self.out / "log.jsonl", "a") as log_file:
+        with _StopOnSignals(self), progress, open(self.out / "log.jsonl", "a") as log_file:
             while self.iteration < tc.iterations:
                 self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch)
                 for batch in self.loader:
@@ -313,8 +337,10 @@ class Trainer:
                     self.batch_in_epoch += 1
                     for k, v in parts.items():
                         sums[k] = sums[k] + v if k in sums else v.clone()
-                    count += 1
-                    if self.iteration % tc.nan_check_every == 0:
+                    count += bool(parts)
+                    if self._signal is not None:
+                        raise TrainingInterrupted(self._signal, self.iteration, self.save())
+                    if parts and self.iteration % tc.nan_check_every == 0:
                         self._check_finite(parts)
                     if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
                         now = time.perf_counter()
@@ -322,10 +348,11 @@ class Trainer:
                             "iteration": self.iteration,
                             "lr": self.optimizer.param_groups[0]["lr"],
                             "it_per_s": (self.iteration - start_it) / max(now - tick, 1e-9),
-                            **{f"loss/{k}": float(v) / count for k, v in sums.items()},
+                            "skipped_steps": self.skipped,
+                            **{f"loss/{k}": float(v) / max(count, 1) for k, v in sums.items()},
                             **{f"weight/{i}": t.weight(self.iteration - 1) for i, t in enumerate(self.recipe.terms)},
                         }
-                        self._check_finite({k: v / count for k, v in sums.items()})
+                        self._check_finite({k: v / max(count, 1) for k, v in sums.items()})
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
                         progress.update(self.iteration, record)
@@ -399,7 +426,8 @@ class Trainer:
     def final_weights(self) -> None:
         """Load the selected checkpoint's weights (best on val/test) before the final test."""
         if self.cfg.eval.select != "last" and (self.ckpt_dir / "best.pt").is_file():
-            self.model.load_state_dict(load_checkpoint(self.ckpt_dir / "best.pt", self.device)["model"])
+            best = self.ckpt_dir / "best.pt"
+            load_state_checked(self.model, load_checkpoint(best, self.device)["model"], str(best))
 
 
 class _Progress:
@@ -429,3 +457,28 @@ class _Progress:
     def update(self, iteration: int, record: Mapping[str, Any]) -> None:
         losses = " ".join(f"{k[5:]}={v:.3f}" for k, v in record.items() if k.startswith("loss/"))
         self.progress.update(self.task, completed=iteration, speed=f"{record['it_per_s']:.2f} it/s", losses=losses)
+
+
+class _StopOnSignals:
+    """SIGTERM and SIGINT ask the loop to checkpoint and stop after the current step (main thread only)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer, self.previous = trainer, {}
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.trainer._signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)

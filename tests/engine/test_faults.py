@@ -1,0 +1,98 @@
+"""Faults: signals, corrupt and foreign checkpoints, a full disk, NaN steps."""
+
+import errno
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from mtssl.engine import checkpoint as ckpt_module
+from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint
+from mtssl.engine.run import train_run
+from mtssl.engine.trainer import Trainer
+from mtssl.recipes.base import Recipe, Term
+from tests.engine.test_train import tiny_config
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    cfg = tiny_config(iterations=100000, checkpoint_every=100000, log_every=1)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtssl", "train", str(path), "--out", str(tmp_path / "run")],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while (not log.exists() or not log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "stopped by signal" in err and "--resume" in err and "Traceback" not in err
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert 1 <= state["iteration"] < 100000
+
+
+def test_corrupt_checkpoint_fails_its_checksum(tmp_path):
+    path = save_checkpoint(tmp_path / "a.pt", {"model": {"w": torch.ones(3)}})
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt \\(checksum mismatch\\)"):
+        load_checkpoint(path)
+    (tmp_path / "b.pt").write_bytes(b"PK\x03\x04 not ours")
+    with pytest.raises(CheckpointError, match="is not an mtssl checkpoint"):
+        load_checkpoint(tmp_path / "b.pt")
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "last.pt", {"iteration": 1})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_module.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"iteration": 2})
+    assert load_checkpoint(path)["iteration"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_checkpoint_of_another_model_lists_the_keys(tmp_path):
+    dtc = tiny_config(iterations=2)
+    dtc["recipe"] = {"name": "dtc"}
+    train_run(dtc, tmp_path / "dtc")
+    trainer = Trainer(tiny_config(), tmp_path / "sup")
+    state = load_checkpoint(tmp_path / "dtc" / "checkpoints" / "last.pt")["model"]
+    with pytest.raises(CheckpointError, match=r"does not fit this model.*unexpected \(2\): heads\.0\.sdf\.0\.weight"):
+        load_state_checked(trainer.model, state, "dtc checkpoint")
+    wide = tiny_config()
+    wide["model"]["backbone"]["n_filters"] = 8
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_state_checked(Trainer(wide, tmp_path / "w").model, trainer.model.state_dict(), "narrow")
+
+
+def test_nan_steps_can_be_skipped_and_are_counted(tmp_path):
+    trainer = Trainer(tiny_config(iterations=8, nan_policy="skip", log_every=4, nan_check_every=1), tmp_path)
+
+    def poisoned(ctx):
+        return {"seg_term": ctx.outputs["seg"].mean() * (math.nan if ctx.iteration in (2, 5) else 1.0)}
+
+    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(Term.of(poisoned),))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    assert trainer.iteration == 8 and trainer.skipped == 2
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert '"skipped_steps": 2' in lines[-1]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
