@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -83,6 +84,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"mtssl train: {stop}; continue with --resume", file=sys.stderr)
         return 128 + stop.signum
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     if summary is not None:
         print_metrics(summary)
     print(f"run folder: {out}")

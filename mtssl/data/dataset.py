@@ -155,9 +155,13 @@ class SegmentationData:
     def unlabeled_indices(self) -> list[int]:
         return list(range(len(self.split.labeled), len(self.train)))
 
-    def sampler(self, batch_size: int = 4, labeled_bs: int = 2, seed: int = 1337) -> TwoStreamBatchSampler:
-        """The two-stream batch sampler over :attr:`train`."""
-        return TwoStreamBatchSampler(self.labeled_indices, self.unlabeled_indices, batch_size, labeled_bs, seed)
+    def sampler(
+        self, batch_size: int = 4, labeled_bs: int = 2, seed: int = 1337, rank: int = 0, world_size: int = 1
+    ) -> TwoStreamBatchSampler:
+        """The two-stream batch sampler over :attr:`train` (this rank's share under DDP)."""
+        return TwoStreamBatchSampler(
+            self.labeled_indices, self.unlabeled_indices, batch_size, labeled_bs, seed, rank, world_size
+        )
 
     def loader(
         self,
@@ -166,6 +170,8 @@ class SegmentationData:
         num_workers: int = 0,
         seed: int = 1337,
         pin_memory: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> DataLoader:
         """A DataLoader of two-stream batches (one epoch per iteration; see :class:`TwoStreamBatchSampler`).
 
@@ -174,7 +180,7 @@ class SegmentationData:
         """
         return DataLoader(
             self.train,
-            batch_sampler=self.sampler(batch_size, labeled_bs, seed),
+            batch_sampler=self.sampler(batch_size, labeled_bs, seed, rank, world_size),
             collate_fn=collate,
             num_workers=num_workers,
             pin_memory=pin_memory,

@@ -41,6 +41,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        kept = "the previous checkpoint is intact" if path.is_file() else "no checkpoint was written"
+        raise CheckpointError(
+            f"could not write {path} ({exc.strerror or exc}); {kept}; free space or fix the folder, then --resume"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path

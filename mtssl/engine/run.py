@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mtssl.config import apply_overrides
+from mtssl.engine import distributed
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from mtssl.engine.trainer import Trainer
 
@@ -29,15 +30,22 @@ def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:
 
 
 def train_run(config: Mapping[str, Any], out: str | Path, resume: bool = False) -> dict[str, Any] | None:
-    """Train, then test on the test split (if any) with the selected weights; returns the summary."""
-    trainer = Trainer(config, out, resume=resume)
-    trainer.fit()
-    if not len(trainer.data.test):
-        return None
-    trainer.final_weights()
-    summary = trainer.evaluate("test")
-    write_metrics(Path(out), summary)
-    return summary
+    """Train, then test on the test split (if any) with the selected weights; returns the summary.
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank joins the process group for the run:
+    DDP training, sharded testing, and rank 0 writing the files.
+    """
+    device = str(dict(config.get("train") or {}).get("device", "auto"))
+    with distributed.session(device) as dist:
+        trainer = Trainer(config, out, resume=resume)
+        trainer.fit()
+        if not len(trainer.data.test):
+            return None
+        trainer.final_weights()
+        summary = trainer.evaluate("test")
+        if dist.main:
+            write_metrics(Path(out), summary)
+        return summary
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

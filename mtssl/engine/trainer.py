@@ -10,6 +10,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ import yaml
 import mtssl
 from mtssl.config import ConfigError, build_dataclass
 from mtssl.data.dataset import SegmentationData
+from mtssl.engine import distributed
 from mtssl.engine.checkpoint import load_checkpoint, load_state_checked, save_checkpoint
 from mtssl.engine.ema import EMATeacher
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
@@ -53,7 +55,12 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The training loop's options (the literature's LA values by default)."""
+    """The training loop's options (the literature's LA values by default).
+
+    Under ``torchrun`` the batch sizes are per rank; ``sync_batchnorm`` (CUDA only) shares batch
+    statistics across ranks and ``find_unused_parameters`` is DDP's option of that name, for
+    recipes that leave a head out of some steps.
+    """
 
     iterations: int = 6000
     batch_size: int = 4
@@ -72,6 +79,8 @@ class TrainConfig:
     nan_check_every: int = 50
     nan_policy: Literal["stop", "skip"] = "stop"
     progress: bool = True
+    sync_batchnorm: bool = False
+    find_unused_parameters: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +152,15 @@ def git_revision() -> str | None:
     return out.stdout.strip() or None
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def _plain(value: Any) -> Any:
     """Dataclasses and tuples as plain YAML/JSON-able values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -169,7 +187,13 @@ class Trainer:
         self.cfg = build_dataclass(RunConfig, config)
         self.out = Path(out)
         tc = self.cfg.train
-        self.device = pick_device(tc.device)
+        self.dist = distributed.current()
+        self.device = self.dist.device if self.dist.enabled else pick_device(tc.device)
+        if tc.sync_batchnorm and self.device.type != "cuda":
+            raise ConfigError(
+                "train.sync_batchnorm needs CUDA: SyncBatchNorm has no CPU implementation (gloo ranks keep "
+                "their own batch statistics); set train.sync_batchnorm=false"
+            )
         if tc.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
@@ -181,11 +205,30 @@ class Trainer:
         self.model = model.to(self.device)
         if self.cuda and tc.channels_last:
             self.model.to_channels_last()
+        # Every rank keeps its own EMA teacher; DDP keeps the students equal, so the teachers stay equal.
         self.teacher = (
             EMATeacher(self.model, self.recipe.teacher.decay, self.recipe.teacher.mode) if self.recipe.teacher else None
         )
+        self.net: torch.nn.Module = self.model  # what the step calls: the model, or its DDP wrapper
+        if self.dist.enabled:
+            torch.manual_seed(tc.seed + self.dist.rank)  # own dropout masks per rank; weights come from rank 0
+            if tc.sync_batchnorm:
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.cuda else None,
+                find_unused_parameters=tc.find_unused_parameters,
+            )
         self.optimizer = build_optimizer(self.model.parameters(), tc.optimizer)
-        self.loader = self.data.loader(tc.batch_size, tc.labeled_bs, tc.num_workers, tc.seed, pin_memory=self.cuda)
+        self.loader = self.data.loader(
+            tc.batch_size,
+            tc.labeled_bs,
+            tc.num_workers,
+            tc.seed,
+            pin_memory=self.cuda,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
         self.sampler = self.loader.batch_sampler
         self.iteration, self.epoch, self.batch_in_epoch, self.best = 0, 0, 0, -math.inf
         self.skipped, self._signal = 0, None
@@ -216,10 +259,15 @@ class Trainer:
             "physical_spacing": self.data.physical_spacing,
         }
 
-    def state(self) -> dict[str, Any]:
+    def _rng(self) -> dict[str, torch.Tensor]:
         rng = {"torch": torch.get_rng_state()}
         if self.cuda:
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs (every rank's RNG state: call it on every rank under DDP)."""
+        rng_ranks = self.dist.gather(self._rng())
         return {
             "iteration": self.iteration,
             "epoch": self.epoch,
@@ -229,7 +277,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "teacher": self.teacher.model.state_dict() if self.teacher else None,
-            "rng": rng,
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,
             "config": self.raw,
             "preprocessing": self.preprocessing(),
         }
@@ -239,16 +288,29 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None:
             self.teacher.model.load_state_dict(state["teacher"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if self.cuda and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == self.dist.world_size:
+            rng = ranks[self.dist.rank]
+            torch.set_rng_state(rng["torch"].cpu())
+            if self.cuda and isinstance(rng.get("cuda"), torch.Tensor):
+                torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        else:  # another number of ranks: the weights resume exactly, the dropout masks cannot
+            log.warning(
+                "checkpoint saved by %d ranks, resuming on %d: fresh RNG streams", len(ranks), self.dist.world_size
+            )
+            torch.manual_seed(self.cfg.train.seed + 7919 * int(state["iteration"]) + self.dist.rank)
         self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
         self.batch_in_epoch, self.best = int(state["batch_in_epoch"]), float(state["best"])
         self.skipped = int(state.get("skipped", 0))
         log.info("resumed at iteration %d", self.iteration)
 
     def save(self, name: str = "last.pt") -> Path:
-        return save_checkpoint(self.ckpt_dir / name, self.state())
+        """Write ``checkpoints/<name>`` atomically (rank 0; every rank must call it under DDP)."""
+        state, path = self.state(), self.ckpt_dir / name
+        if self.dist.main:
+            save_checkpoint(path, state)
+        self.dist.barrier()  # nobody reads it before it is there
+        return path
 
     # ----- the step ----------------------------------------------------------------------------
     def _forward_teacher(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -268,7 +330,7 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.amp and self.cuda):
-            outputs = self.model(image)
+            outputs = self.net(image)
             ctx = StepContext(
                 image=image,
                 label=label,
@@ -288,7 +350,8 @@ class Trainer:
                     parts[name] = value.detach().float()
                     total = total + weight * value.float()
         self.optimizer.zero_grad(set_to_none=True)
-        if tc.nan_policy == "skip" and not bool(torch.isfinite(total)):  # a host sync per step, by choice
+        # A host sync per step, by choice; the ranks skip together so DDP's all-reduce stays paired.
+        if tc.nan_policy == "skip" and self.dist.any(not bool(torch.isfinite(total))):
             self.skipped += 1
             return {}
         total.backward()
@@ -302,6 +365,9 @@ class Trainer:
 
     # ----- the loop ----------------------------------------------------------------------------
     def write_run_files(self) -> None:
+        """``config.yaml`` (the resolved config, versions, git revision, seed) and ``split.json``."""
+        if not self.dist.main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         resolved = {
             **self.raw,
@@ -310,10 +376,13 @@ class Trainer:
             "run": {
                 "mtssl": mtssl.__version__,
                 "torch": str(torch.__version__),
+                "cuda": torch.version.cuda,
+                "numpy": _version("numpy"),
                 "python": platform.python_version(),
                 "git_revision": git_revision(),
                 "seed": self.cfg.train.seed,
                 "device": str(self.device),
+                "world_size": self.dist.world_size,
                 "labeled": list(self.data.split.labeled),
                 "labeled_choice": self.data.split.how,
             },
@@ -325,42 +394,17 @@ class Trainer:
         """Train to ``train.iterations``, checkpointing, logging and (optionally) selecting on val/test."""
         tc = self.cfg.train
         self.write_run_files()
-        sums: dict[str, torch.Tensor] = {}
-        count, tick, start_it = 0, time.perf_counter(), self.iteration
-        progress = _Progress(tc.iterations, self.iteration, enabled=tc.progress)
-        with _StopOnSignals(self), progress, open(self.out / "log.jsonl", "a") as log_file:
+        self._trim_log()
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count, self._tick, self._start_it = 0, time.perf_counter(), self.iteration
+        main = self.dist.main
+        progress = _Progress(tc.iterations, self.iteration, enabled=tc.progress and main)
+        log_file = open(self.out / "log.jsonl", "a") if main else nullcontext()
+        with _StopOnSignals(self), progress, log_file:
             while self.iteration < tc.iterations:
                 self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch)
                 for batch in self.loader:
-                    parts = self.step(batch)
-                    self.iteration += 1
-                    self.batch_in_epoch += 1
-                    for k, v in parts.items():
-                        sums[k] = sums[k] + v if k in sums else v.clone()
-                    count += bool(parts)
-                    if self._signal is not None:
-                        raise TrainingInterrupted(self._signal, self.iteration, self.save())
-                    if parts and self.iteration % tc.nan_check_every == 0:
-                        self._check_finite(parts)
-                    if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
-                        now = time.perf_counter()
-                        record = {
-                            "iteration": self.iteration,
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "it_per_s": (self.iteration - start_it) / max(now - tick, 1e-9),
-                            "skipped_steps": self.skipped,
-                            **{f"loss/{k}": float(v) / max(count, 1) for k, v in sums.items()},
-                            **{f"weight/{i}": t.weight(self.iteration - 1) for i, t in enumerate(self.recipe.terms)},
-                        }
-                        self._check_finite({k: v / max(count, 1) for k, v in sums.items()})
-                        log_file.write(json.dumps(record) + "\n")
-                        log_file.flush()
-                        progress.update(self.iteration, record)
-                        sums, count, tick, start_it = {}, 0, now, self.iteration
-                    if self.cfg.eval.select != "last" and self.iteration % self.cfg.eval.select_every == 0:
-                        self._select()
-                    if self.iteration % tc.checkpoint_every == 0 or self.iteration == tc.iterations:
-                        self.save()
+                    self._after_step(self.step(batch), progress, log_file)
                     if self.iteration >= tc.iterations:
                         break
                 else:
@@ -369,14 +413,72 @@ class Trainer:
                     continue
                 break
 
+    def _after_step(self, parts: dict[str, torch.Tensor], progress: _Progress, log_file: Any) -> None:
+        tc = self.cfg.train
+        self.iteration += 1
+        self.batch_in_epoch += 1
+        for k, v in parts.items():
+            self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
+        self._count += bool(parts)
+        if self.dist.any(self._signal is not None):  # every rank stops at the same step
+            raise TrainingInterrupted(self._signal or 15, self.iteration, self.save())
+        if parts and self.iteration % tc.nan_check_every == 0:
+            self._check_finite(parts)
+        if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
+            self._log(progress, log_file)
+        if self.cfg.eval.select != "last" and self.iteration % self.cfg.eval.select_every == 0:
+            self._select()
+        if self.iteration % tc.checkpoint_every == 0 or self.iteration == tc.iterations:
+            self.save()
+
+    def _log(self, progress: _Progress, log_file: Any) -> None:
+        now, count = time.perf_counter(), max(self._count, 1)
+        names = sorted(self._sums)
+        means = torch.stack([self._sums[k] for k in names]) / count if names else torch.zeros(0)
+        if self.dist.enabled and names:  # the mean over the ranks (the same names on every rank)
+            torch.distributed.all_reduce(means)
+            means /= self.dist.world_size
+        values = dict(zip(names, means.tolist()))
+        record = {
+            "iteration": self.iteration,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "it_per_s": (self.iteration - self._start_it) / max(now - self._tick, 1e-9),
+            "skipped_steps": self.skipped,
+            **{f"loss/{k}": v for k, v in values.items()},
+            **{f"weight/{i}": t.weight(self.iteration - 1) for i, t in enumerate(self.recipe.terms)},
+        }
+        self._check_finite({k: torch.tensor(v) for k, v in values.items()})
+        if self.dist.main:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            progress.update(self.iteration, record)
+        self._sums, self._count, self._tick, self._start_it = {}, 0, now, self.iteration
+
+    def _trim_log(self) -> None:
+        """Drop log records past the resumed iteration, so no iteration is logged twice."""
+        path = self.out / "log.jsonl"
+        if not (self.dist.main and path.is_file()):
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["iteration"] <= self.iteration]
+        if len(kept) != len(lines):
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
+
     def _check_finite(self, parts: Mapping[str, torch.Tensor]) -> None:
         values = torch.stack([v.float() for v in parts.values()])
-        if not bool(torch.isfinite(values).all()):
-            bad = next(k for k, v in parts.items() if not math.isfinite(float(v)))
-            raise FloatingPointError(
-                f"loss term {bad!r} is {float(parts[bad])} at iteration {self.iteration}; "
-                "lower the learning rate, enable grad_clip, or check the data"
-            )
+        bad_here = not bool(torch.isfinite(values).all())
+        if not self.dist.any(bad_here):
+            return
+        hint = "lower the learning rate, enable grad_clip, set train.nan_policy=skip, or check the data"
+        if not bad_here:
+            raise FloatingPointError(f"a loss term is not finite on another rank at iteration {self.iteration}; {hint}")
+        bad = next(k for k, v in parts.items() if not math.isfinite(float(v)))
+        where = f" on rank {self.dist.rank}" if self.dist.enabled else ""
+        raise FloatingPointError(
+            f"loss term {bad!r} is {float(parts[bad])} at iteration {self.iteration}{where}; {hint}"
+        )
 
     # ----- evaluation --------------------------------------------------------------------------
     def predict_fn(self, model: MultiTaskModel | None = None):
@@ -392,14 +494,19 @@ class Trainer:
         return predict
 
     def evaluate(self, split: str = "test") -> dict[str, Any]:
-        """Test the current weights on ``split`` (``"test"`` or ``"val"``)."""
+        """Test the current weights on ``split`` (``"test"`` or ``"val"``).
+
+        Under DDP each rank tests every ``world_size``-th case and every rank gets all the rows.
+        """
         cases = self.data.test if split == "test" else self.data.val
+        n = len(cases) if self.cfg.eval.max_cases is None else min(len(cases), self.cfg.eval.max_cases)
+        mine = range(self.dist.rank, n, self.dist.world_size)
         self.model.eval()
         pre = self.preprocessing()
         rows = evaluate_cases(
             self.predict_fn(),
-            cases,
-            self.cfg.eval,
+            (cases[i] for i in mine),
+            dataclasses.replace(self.cfg.eval, max_cases=None),
             self.data.patch,
             self.data.num_classes,
             pre["softmax"],
@@ -407,6 +514,11 @@ class Trainer:
             self.data.physical_spacing,
         )
         self.model.train()
+        if self.dist.enabled:
+            order = {case: k for k, case in enumerate(cases.ids)}
+            rows = sorted(
+                (r for part in self.dist.gather(rows) for r in part), key=lambda r: (order[r["case"]], r["class"])
+            )
         selection = {
             "last": "last iteration",
             "val": "best validation Dice",
@@ -425,6 +537,7 @@ class Trainer:
 
     def final_weights(self) -> None:
         """Load the selected checkpoint's weights (best on val/test) before the final test."""
+        self.dist.barrier()
         if self.cfg.eval.select != "last" and (self.ckpt_dir / "best.pt").is_file():
             best = self.ckpt_dir / "best.pt"
             load_state_checked(self.model, load_checkpoint(best, self.device)["model"], str(best))

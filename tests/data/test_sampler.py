@@ -63,3 +63,37 @@ def test_first_50_batches_identical_for_0_and_2_workers():
     for s, p in zip(serial, parallel):
         assert s["case"] == p["case"]
         assert torch.equal(s["image"], p["image"]) and torch.equal(s["label"], p["label"])
+
+
+def test_ranks_see_disjoint_samples_and_their_union_is_the_one_process_batch():
+    world, labeled, unlabeled = 3, range(12), range(12, 30)
+    ranks = [TwoStreamBatchSampler(labeled, unlabeled, 4, 2, seed=7, rank=r, world_size=world) for r in range(world)]
+    whole = TwoStreamBatchSampler(labeled, unlabeled, 4 * world, 2 * world, seed=7)
+    assert all(len(s) == len(whole) == 2 for s in ranks)
+    for _ in range(2):  # two epochs
+        per_rank = [list(s) for s in ranks]
+        for step, batch in enumerate(whole):
+            shares = [per_rank[r][step] for r in range(world)]
+            union = [x for s in shares for x in s[:2]] + [x for s in shares for x in s[2:]]
+            assert union == batch  # same samples, same augmentation seeds, labeled first
+            seen = [i for s in shares for i, _ in s]
+            assert len(set(seen)) == len(seen)  # no sample on two ranks in a step
+        labeled_seen = [i for batches in per_rank for b in batches for i, _ in b[:2]]
+        assert sorted(labeled_seen) == list(labeled)  # every labeled sample once per epoch, across the ranks
+
+
+def test_fewer_labeled_than_ranks_times_labeled_bs(caplog):
+    with caplog.at_level("WARNING"):
+        ranks = [TwoStreamBatchSampler(range(3), range(3, 9), 3, 2, seed=1, rank=r, world_size=2) for r in range(2)]
+    assert "3 labeled samples < 2 ranks x labeled_bs=2" in caplog.text
+    assert [len(s) for s in ranks] == [1, 1]  # an epoch is one step
+    for _ in range(5):
+        shares = [next(iter(s)) for s in ranks]
+        assert all(len(b) == 3 and all(i < 3 for i, _ in b[:2]) for b in shares)  # labeled_bs labeled on each rank
+        labeled = [i for b in shares for i, _ in b[:2]]
+        assert set(range(3)) <= set(labeled)  # the first permutation is used in full before any repeat
+
+
+def test_bad_rank():
+    with pytest.raises(DataError, match=r"rank 2 is not in 0\.\.world_size-1=1"):
+        TwoStreamBatchSampler(range(4), range(4, 8), 4, 2, rank=2, world_size=2)

@@ -55,16 +55,38 @@ def test_corrupt_checkpoint_fails_its_checksum(tmp_path):
         load_checkpoint(tmp_path / "b.pt")
 
 
-def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = save_checkpoint(tmp_path / "last.pt", {"iteration": 1})
+class _FullDisk:
+    """A file that takes half of what is written, then fails with ENOSPC (the disk filled mid-file)."""
 
-    def full(fd):
+    def __init__(self, path, mode):
+        self.file = open(path, mode)
+
+    def write(self, data):
+        self.file.write(data[: len(data) // 2])
+        self.file.flush()
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt_module.os, "fsync", full)
-    with pytest.raises(OSError, match="No space left"):
-        save_checkpoint(path, {"iteration": 2})
-    assert load_checkpoint(path)["iteration"] == 1
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+@pytest.mark.parametrize("where", ["mid-file", "fsync"])
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where):
+    path = save_checkpoint(tmp_path / "last.pt", {"iteration": 1, "w": torch.randn(1000)})
+    if where == "mid-file":
+        monkeypatch.setattr(ckpt_module, "open", _FullDisk, raising=False)
+    else:
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(ckpt_module.os, "fsync", full)
+    with pytest.raises(CheckpointError, match=r"No space left on device.*the previous checkpoint is intact"):
+        save_checkpoint(path, {"iteration": 2, "w": torch.randn(1000)})
+    assert load_checkpoint(path)["iteration"] == 1  # and its checksum verified
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
 
 

@@ -1,0 +1,115 @@
+"""PyTorch's own distributed engine, as ``torchrun`` starts it: one process per GPU (or CPU rank).
+
+``torchrun --nproc_per_node N -m mtssl train CONFIG`` sets ``RANK``, ``LOCAL_RANK`` and
+``WORLD_SIZE``; :func:`setup` then joins the process group (NCCL on CUDA, gloo on CPU). Without
+those variables everything here is a no-op and a run is a plain one-process run.
+
+Host-side agreements (a signal arrived, a loss is not finite) go over a separate gloo group, so
+agreeing on a flag never waits for the GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["Dist", "current", "launched", "session"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    """Where this process stands: its rank, the number of ranks and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    flags: Any = None  # the gloo group for host-side flags
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes logs, checkpoints and metrics."""
+        return self.rank == 0
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (every rank must call this at the same point)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([int(flag)])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self.flags)
+        return bool(value.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.flags)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier(group=self.flags)
+
+
+_current = Dist()
+
+
+def current() -> Dist:
+    """The process's :class:`Dist` (one rank on CPU unless :func:`session` joined a group)."""
+    return _current
+
+
+def launched() -> bool:
+    """Whether this process was started by ``torchrun`` (or another launcher) with more than one rank."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@contextmanager
+def session(device: str = "auto", timeout_minutes: float = 30.0) -> Iterator[Dist]:
+    """Join the process group that ``torchrun`` describes for the block's duration.
+
+    Args:
+        device: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``; each CUDA rank takes
+            ``cuda:LOCAL_RANK``.
+        timeout_minutes: how long a collective waits for a missing rank before failing.
+    """
+    global _current
+    if not launched() or dist.is_initialized():
+        yield _current
+        return
+    from mtssl.config import ConfigError
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} but {torch.cuda.device_count()} visible GPUs: "
+                "start at most one process per GPU (torchrun --nproc_per_node)"
+            )
+        torch.cuda.set_device(local_rank)
+        where = torch.device("cuda", local_rank)
+    else:
+        where = torch.device("cpu")
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    flags = dist.new_group(backend="gloo", timeout=timeout) if cuda else dist.group.WORLD
+    _current = Dist(rank, world, local_rank, where, flags)
+    try:
+        yield _current
+    finally:
+        _current = Dist()
+        dist.destroy_process_group()
