@@ -6,11 +6,11 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Case", "CaseData", "DataError", "Split", "check_case", "read_list", "select_split"]
+__all__ = ["Case", "CaseData", "DataError", "Split", "check_case", "numeric_array", "read_list", "select_split"]
 
 
 class DataError(ValueError):
@@ -32,6 +32,24 @@ class Case:
 
     id: str
     load: Callable[[], CaseData]
+
+
+def numeric_array(array: Any, what: str, integer: bool = False) -> np.ndarray:
+    """``array`` as a real numeric NumPy array, or a :class:`DataError` naming ``what`` and its dtype.
+
+    With ``integer``, float values must be whole numbers (labels stored as floats are accepted) and
+    lie in ``0..255``.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{what} has dtype {array.dtype}; expected real numbers (re-export it as float or int)")
+    if integer and array.size:
+        if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+            raise DataError(f"{what} holds non-integer values; a label map needs whole class numbers")
+        low, high = array.min(), array.max()
+        if low < 0 or high > 255:
+            raise DataError(f"{what} values span {low}..{high}; labels must lie in 0..255 (remap the classes)")
+    return array
 
 
 def check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, num_classes: int, spatial_dims: int) -> None:

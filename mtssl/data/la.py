@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mtssl.data.cases import Case, CaseData, DataError, read_list, select_split
+from mtssl.data.cases import Case, CaseData, DataError, numeric_array, read_list, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.registry import DATASETS
 
@@ -32,9 +32,13 @@ def read_h5_case(path: Path) -> CaseData:
             missing = [k for k in ("image", "label") if k not in f]
             if missing:
                 raise DataError(f"{path} has no {missing[0]!r} dataset (it holds {sorted(f.keys())}); {HOW_TO_GET}")
-            image, label = f["image"][:], f["label"][:]
-    except OSError as exc:
+            image, label = f["image"][()], f["label"][()]
+    except DataError:
+        raise
+    except Exception as exc:  # h5py reports damage as OSError, RuntimeError, KeyError or ValueError
         raise DataError(f"{path} is not a readable HDF5 file ({exc}); restore or download it again") from exc
+    image = numeric_array(image, f"{path}: 'image'")
+    label = numeric_array(label, f"{path}: 'label'", integer=True)
     return CaseData(image[None].astype(np.float32), label.astype(np.uint8), (1.0, 1.0, 1.0))
 
 

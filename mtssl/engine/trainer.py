@@ -420,16 +420,18 @@ class Trainer:
         for k, v in parts.items():
             self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
         self._count += bool(parts)
-        if self.dist.any(self._signal is not None):  # every rank stops at the same step
-            raise TrainingInterrupted(self._signal or 15, self.iteration, self.save())
         if parts and self.iteration % tc.nan_check_every == 0:
             self._check_finite(parts)
         if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
             self._log(progress, log_file)
         if self.cfg.eval.select != "last" and self.iteration % self.cfg.eval.select_every == 0:
             self._select()
-        if self.iteration % tc.checkpoint_every == 0 or self.iteration == tc.iterations:
+        saved = self.iteration % tc.checkpoint_every == 0 or self.iteration == tc.iterations
+        if saved:
             self.save()
+        if self.dist.any(self._signal is not None):  # every rank stops after the same step
+            path = self.ckpt_dir / "last.pt" if saved else self.save()
+            raise TrainingInterrupted(self._signal or 15, self.iteration, path)
 
     def _log(self, progress: _Progress, log_file: Any) -> None:
         now, count = time.perf_counter(), max(self._count, 1)

@@ -1,6 +1,7 @@
 """Faults: signals, corrupt and foreign checkpoints, a full disk, NaN steps."""
 
 import errno
+import json
 import math
 import os
 import signal
@@ -15,7 +16,7 @@ import yaml
 from mtssl.engine import checkpoint as ckpt_module
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint
 from mtssl.engine.run import train_run
-from mtssl.engine.trainer import Trainer
+from mtssl.engine.trainer import Trainer, TrainingInterrupted
 from mtssl.recipes.base import Recipe, Term
 from tests.engine.test_train import tiny_config
 
@@ -118,3 +119,42 @@ def test_nan_steps_can_be_skipped_and_are_counted(tmp_path):
     assert '"skipped_steps": 2' in lines[-1]
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("how", ["signal", "exception"])
+def test_interrupted_run_resumes_without_losing_or_repeating_an_iteration(tmp_path, how):
+    cfg = tiny_config(iterations=12, checkpoint_every=5, log_every=1, nan_check_every=1, deterministic=True)
+    cfg["recipe"]["ema_teacher"] = True
+    straight = Trainer(cfg, tmp_path / "straight")
+    straight.fit()
+
+    broken = Trainer(cfg, tmp_path / "broken")
+    terms = broken.recipe.terms
+
+    def interrupt(ctx):
+        if ctx.iteration == 7:
+            if how == "signal":
+                broken._signal = signal.SIGTERM  # what the SIGTERM handler does
+            else:
+                raise _Crash("a bug in a loss term")
+        return {}
+
+    broken.recipe = Recipe(tasks=broken.recipe.tasks, terms=(*terms, Term.of(interrupt)))
+    expected = TrainingInterrupted if how == "signal" else _Crash
+    with pytest.raises(expected):
+        broken.fit()
+    saved = load_checkpoint(tmp_path / "broken" / "checkpoints" / "last.pt")["iteration"]
+    assert saved == (8 if how == "signal" else 5)  # the signal's step finishes; a crash keeps the last good one
+
+    resumed = Trainer(cfg, tmp_path / "broken", resume=True)
+    assert resumed.iteration == saved
+    resumed.fit()
+    for a, b in [(straight.model, resumed.model), (straight.teacher.model, resumed.teacher.model)]:
+        for (key, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), key
+    logged = [json.loads(line)["iteration"] for line in (tmp_path / "broken" / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 13))  # each iteration logged once: none lost, none repeated

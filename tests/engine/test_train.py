@@ -56,6 +56,10 @@ def test_phantom_training_writes_everything(tmp_path, classes):
     assert metrics["selection"] == "last iteration"
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["run"]["seed"] == 1337 and config["run"]["labeled"] == ["phantom000", "phantom001"]
+    assert config["run"]["torch"] == torch.__version__ and config["run"]["mtssl"] and config["run"]["python"]
+    assert config["run"]["git_revision"] is None or len(config["run"]["git_revision"]) == 40
+    assert config["train"]["iterations"] == 30 and config["train"]["optimizer"]["name"] == "adamw"  # resolved
+    assert config["eval"]["batch_size"] == 8  # defaults filled in
     assert (tmp_path / "checkpoints" / "last.pt").is_file() and (tmp_path / "split.json").is_file()
     assert (tmp_path / "metrics.csv").read_text().startswith("case,class,dice,jaccard,hd95,asd")
 
@@ -118,3 +122,16 @@ def test_cli_errors(tmp_path, capsys):
     assert "Did you mean 'supervised'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_deterministic_runs_give_bit_identical_metrics(tmp_path):
+    cfg = tiny_config(iterations=10, deterministic=True)
+    cfg["model"]["backbone"]["has_dropout"] = True  # the RNG is in play
+    train_run(cfg, tmp_path / "a")
+    train_run(cfg, tmp_path / "b")
+    a, b = ((tmp_path / r / "metrics.json").read_bytes() for r in "ab")
+    assert a == b
+    other = tiny_config(iterations=10, deterministic=True, seed=1)
+    other["model"]["backbone"]["has_dropout"] = True
+    train_run(other, tmp_path / "c")
+    assert (tmp_path / "c" / "metrics.json").read_bytes() != a  # the seed matters
