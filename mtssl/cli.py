@@ -155,7 +155,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from mtssl.bench.run import run_grid
 
-    ran = run_grid(args.grid, args.out, only=args.only, dry_run=args.dry_run, published=args.published)
+    ran = run_grid(
+        args.grid, args.out, only=args.only, dry_run=args.dry_run, published=args.published, workers=args.workers
+    )
     if args.dry_run:
         print(f"{len(ran)} cells to run")
     else:
@@ -196,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--dry-run", action="store_true", help="list the cells and whether they would run")
     p_bench.add_argument("--only", help="run only cells whose id matches this wildcard, e.g. 'dbisl/*'")
     p_bench.add_argument("--published", help="a YAML list of published rows to add to the table")
+    p_bench.add_argument(
+        "--workers", type=int, default=1, help="cells at once, each in its own process (one per GPU on a GPU machine)"
+    )
     p_bench.set_defaults(func=_cmd_bench)
     return parser
 

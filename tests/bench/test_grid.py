@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+import torch
 import yaml
 
 from mtssl.bench.run import run_grid
@@ -117,3 +118,41 @@ def test_example_grids_expand():
         "dbisl/labels4/seed0",
         "dbisl/labels4/seed1",
     ]
+
+
+def test_workers_run_cells_at_once_in_their_own_processes(grid_file, tmp_path):
+    import os
+
+    par, seq = tmp_path / "par", tmp_path / "seq"
+    assert main(["bench", str(grid_file), "--out", str(par), "--only", "supervised/*", "--workers", "2"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as each of the two workers: the sums then match
+    try:
+        run_grid(grid_file, seq, only="supervised/*")
+    finally:
+        torch.set_num_threads(threads)
+    timings = [json.loads((par / "runs" / f"supervised/labels{n}/seed0/timing.json").read_text()) for n in (2, 3)]
+    a, b = timings
+    assert a["process"] != b["process"] and os.getpid() not in (a["process"], b["process"])
+    assert a["started"] < b["finished"] and b["started"] < a["finished"]  # they overlapped
+    rows_par, rows_seq = (json.loads((d / "results.json").read_text()) for d in (par, seq))
+    assert [r["run"] for r in rows_par] == [r["run"] for r in rows_seq]
+    for p, s in zip(rows_par, rows_seq):  # the same cells, the same numbers
+        assert (p["dice"], p["hd95"]) == (s["dice"], s["hd95"])
+
+
+def test_an_unfinished_cell_continues_from_its_checkpoint(grid_file, tmp_path):
+    out = tmp_path / "o"
+    run_grid(grid_file, out, only="supervised/labels2/*")
+    folder = out / "runs" / "supervised/labels2/seed0"
+    log_before = (folder / "log.jsonl").read_text()
+    (folder / "metrics.json").unlink()  # as if stopped before testing
+    (folder / "timing.json").unlink()
+    assert run_grid(grid_file, out, only="supervised/labels2/*") == ["supervised/labels2/seed0"]
+    assert (folder / "log.jsonl").read_text() == log_before  # resumed at the end: no step ran again
+    assert (folder / "metrics.json").is_file()
+
+
+def test_bad_workers(grid_file, tmp_path):
+    with pytest.raises(ConfigError, match="--workers must be at least 1, got 0"):
+        run_grid(grid_file, tmp_path / "o", workers=0)
