@@ -79,10 +79,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.dry_run:
+        from mtssl.engine.run import plan_run
+
+        plan = plan_run(config)
+        print("dry run (nothing trained): " + ", ".join(f"{k}={v}" for k, v in plan.items()) + f", out={out}")
+        return 0
     try:
         summary = train_run(config, out, resume=args.resume)
     except TrainingInterrupted as stop:
-        print(f"mtssl train: {stop}; continue with --resume", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"mtssl train: {stop}; continue with --resume", file=sys.stderr)
         return 128 + stop.signum
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
@@ -178,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p_train.add_argument("--out", help="the run folder (default: runs/<config name>)")
     p_train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
+    p_train.add_argument(
+        "--dry-run", action="store_true", help="check the config and overrides, print the plan, train nothing"
+    )
     p_train.set_defaults(func=_cmd_train)
 
     p_eval = sub.add_parser("evaluate", help="test a run folder or a checkpoint")

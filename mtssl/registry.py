@@ -201,6 +201,15 @@ class Registry:
                 f"unknown {self.kind} {name!r}.{hint} Known {self.kind} names: {', '.join(known) or 'none'}"
             ) from None
 
+    def validate(self, name: str, **cfg: Any) -> Any:
+        """Check ``cfg`` against the entry's options without building anything; returns the options.
+
+        Raises:
+            RegistryError: ``name`` is unknown.
+            ConfigError: an option is unknown, missing or of the wrong type.
+        """
+        return build_dataclass(self.get(name).options, cfg, where=f"{self.kind} {name!r}")
+
     def create(self, name: str, **cfg: Any) -> Any:
         """Validate ``cfg`` against the entry's options and build it.
 
@@ -209,7 +218,7 @@ class Registry:
             ConfigError: an option is unknown, missing or of the wrong type.
         """
         entry = self.get(name)
-        opts = build_dataclass(entry.options, cfg, where=f"{self.kind} {name!r}")
+        opts = self.validate(name, **cfg)
         if entry.factory is entry.options:
             return opts
         return entry.factory(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)})

@@ -44,3 +44,17 @@ def test_list_datasets(capsys):
     out = capsys.readouterr().out
     for name in ("la", "msd", "images2d", "phantom"):
         assert f"│ {name} " in out
+
+
+def test_train_dry_run_checks_without_training(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "la_dbisl_16.yaml"
+    monkeypatch.setenv("WORLD_SIZE", "8")  # as under torchrun: the plan counts the ranks
+    out = tmp_path / "run"
+    assert main(["train", str(config), "--dry-run", "--out", str(out), "train.device=cuda"]) == 0
+    printed = capsys.readouterr().out
+    assert "recipe=dbisl" in printed and "heads=['seg', 'sdf']" in printed and "ranks=8" in printed
+    assert "device=cuda" in printed and not out.exists()
+    assert main(["train", str(config), "--dry-run", "train.iteratons=5"]) == 2
+    assert "unknown option 'train.iteratons' (did you mean 'iterations'?)" in capsys.readouterr().err

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mtssl.config import apply_overrides
+from mtssl.config import ConfigError, apply_overrides, build_dataclass
 from mtssl.engine import distributed
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
-from mtssl.engine.trainer import Trainer
+from mtssl.engine.trainer import RunConfig, Trainer, build_recipe
+from mtssl.registry import BACKBONES, DATASETS
 
-__all__ = ["evaluate_run", "resolve_checkpoint", "train_run", "write_metrics"]
+__all__ = ["evaluate_run", "plan_run", "resolve_checkpoint", "train_run", "write_metrics"]
 
 
 def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:
@@ -46,6 +49,42 @@ def train_run(config: Mapping[str, Any], out: str | Path, resume: bool = False) 
         if dist.main:
             write_metrics(Path(out), summary)
         return summary
+
+
+def plan_run(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a run config without loading data or building the model; describe what would run.
+
+    Checks the whole config against :class:`~mtssl.engine.trainer.RunConfig`, builds the recipe
+    (cheap), and checks the data set's and the backbone's options against their registries.
+    """
+    cfg = build_dataclass(RunConfig, config)
+    recipe = build_recipe(cfg)
+    data_options = dict(cfg.data)
+    data_name = data_options.pop("name", None)
+    if data_name is None:
+        raise ConfigError("data needs a name")
+    DATASETS.validate(data_name, **data_options)
+    backbone = dict(cfg.model.get("backbone") or {})
+    name = backbone.pop("name", recipe.backbone["name"])
+    if name == recipe.backbone["name"]:
+        backbone = {k: v for k, v in {**recipe.backbone, **backbone}.items() if k != "name"}
+    # The data set sets in_channels and spatial_dims at run time; stand-ins where the backbone requires them.
+    required = {k for k, v in BACKBONES.get(name).defaults().items() if v is dataclasses.MISSING}
+    stand_ins = {k: v for k, v in {"in_channels": 1, "spatial_dims": 3}.items() if k in required}
+    BACKBONES.validate(name, **{**stand_ins, **backbone})
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return {
+        "recipe": str(cfg.recipe["name"]),
+        "terms": [getattr(t.fn, "__name__", type(t.fn).__name__) for t in recipe.terms],
+        "heads": list(recipe.tasks),
+        "backbone": name,
+        "data": data_name,
+        "iterations": cfg.train.iterations,
+        "batch_per_rank": cfg.train.batch_size,
+        "labeled_per_rank": cfg.train.labeled_bs,
+        "ranks": world,
+        "device": cfg.train.device,
+    }
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

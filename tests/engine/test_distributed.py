@@ -102,3 +102,26 @@ def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):
     cfg = tiny_config(iterations=1, sync_batchnorm=True, device="cpu")
     with pytest.raises(ConfigError, match=r"train\.sync_batchnorm needs CUDA: SyncBatchNorm has no CPU"):
         Trainer(cfg, tmp_path)
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step(tmp_path):
+    import signal
+    import time
+
+    cfg = tiny_config(iterations=100000, checkpoint_every=100000, log_every=1)
+    cfg["data"].update(labeled=4, num_train=6)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "mtssl", "train", str(path), "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while (not log.exists() or not log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+    _, err = proc.communicate(timeout=120)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    last_logged = json.loads(log.read_text().splitlines()[-1])["iteration"]
+    assert state["iteration"] == last_logged >= 1
+    assert err.count(f"stopped by signal 15 at iteration {last_logged}") == 1  # rank 0 reports
