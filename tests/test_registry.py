@@ -136,3 +136,11 @@ def test_failing_plugin_is_named(plugins):
     plugins.append(FakeEntryPoint("broken", ModuleNotFoundError("No module named 'missing_dep'")))
     with pytest.raises(PluginError, match=r"mtssl plugin 'broken' \(fake:broken\) failed to load: ModuleNotFoundError"):
         Registry("gadget").names()
+
+
+def test_plugins_come_only_from_the_declared_group(monkeypatch):
+    asked = []
+    monkeypatch.setattr(registry_module, "_plugins_loaded", False)
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: asked.append(group) or [])
+    Registry("gadget").names()
+    assert asked == ["mtssl.plugins"]  # no other group, and no scanning of installed modules

@@ -21,7 +21,8 @@ from mtssl.recipes.base import Recipe, Term
 from tests.engine.test_train import tiny_config
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, signum):
     cfg = tiny_config(iterations=100000, checkpoint_every=100000, log_every=1)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -36,10 +37,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     deadline = time.monotonic() + 120
     while (not log.exists() or not log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "stopped by signal" in err and "--resume" in err and "Traceback" not in err
+    assert proc.returncode == 128 + signum
+    assert f"stopped by signal {int(signum)} at iteration" in err and "--resume" in err and "Traceback" not in err
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert 1 <= state["iteration"] < 100000
 
@@ -158,3 +159,28 @@ def test_interrupted_run_resumes_without_losing_or_repeating_an_iteration(tmp_pa
             assert torch.equal(x, y), key
     logged = [json.loads(line)["iteration"] for line in (tmp_path / "broken" / "log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 13))  # each iteration logged once: none lost, none repeated
+
+
+class _Payload:
+    """Unpickling this would run code: it writes a file."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    import hashlib
+    import io
+
+    marker = tmp_path / "pwned"
+    buffer = io.BytesIO()
+    torch.save({"format": ckpt_module.FORMAT, "model": {}, "evil": _Payload(marker)}, buffer)
+    payload = buffer.getvalue()
+    path = tmp_path / "evil.pt"
+    path.write_bytes(ckpt_module.MAGIC + hashlib.sha256(payload).hexdigest().encode() + payload)  # a valid checksum
+    with pytest.raises(CheckpointError, match=r"evil\.pt is not a readable mtssl checkpoint: UnpicklingError"):
+        load_checkpoint(path)
+    assert not marker.exists()  # nothing ran
