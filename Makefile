@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: supervised and DBiSL on the built-in 3D phantom, side by side (a few minutes on a CPU)
+## demo: supervised and DBiSL on the built-in 3D phantom, side by side (a few minutes on a CPU;
+## DEMO_ARGS=--quick for a 10-iteration smoke test)
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py --out runs/demo
+	$(BIN)/python examples/demo.py --out runs/demo $(DEMO_ARGS)
 
 ## test: ruff, the layer contract, pytest, the strict docs build
 test: lint $(STAMP)

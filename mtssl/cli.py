@@ -163,7 +163,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from mtssl.bench.run import run_grid
 
     ran = run_grid(
-        args.grid, args.out, only=args.only, dry_run=args.dry_run, published=args.published, workers=args.workers
+        args.grid,
+        args.out,
+        only=args.only,
+        dry_run=args.dry_run,
+        published=args.published,
+        workers=args.workers,
+        overrides=args.overrides,
     )
     if args.dry_run:
         print(f"{len(ran)} cells to run")
@@ -204,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.set_defaults(func=_cmd_predict)
     p_bench = sub.add_parser("bench", help="run a grid of recipes x label counts x seeds and tabulate it")
     p_bench.add_argument("grid", help="a grid YAML file")
+    p_bench.add_argument("overrides", nargs="*", help="key.sub=value overrides of every cell (use a new --out)")
     p_bench.add_argument("--out", required=True, help="the grid folder (runs are kept; finished cells are skipped)")
     p_bench.add_argument("--dry-run", action="store_true", help="list the cells and whether they would run")
     p_bench.add_argument("--only", help="run only cells whose id matches this wildcard, e.g. 'dbisl/*'")

@@ -39,19 +39,18 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("MTSSL_CACHE", Path.home() / ".cache" / "mtssl"))
 
 
-@pytest.fixture(scope="session")
-def la_root() -> Path:
-    """LA shard 0 (16 training + 20 test cases) in the standard layout, restored once into a cache."""
-    shards = require_data(data_dir() / "la", "the LA data set")
-    target = _cache_dir() / "la-shard0"
-    lists = {split: target / f"{split}.list" for split in LA_SHARD0}
-    if all(p.exists() and len(p.read_text().split()) == n for (split, p), n in zip(lists.items(), LA_SHARD0.values())):
+def _restore_la(name: str, counts: dict[str, int], shards: list[str]) -> Path:
+    """The LA shards restored into ``<cache>/<name>`` once (a complete folder is reused)."""
+    source = require_data(data_dir() / "la", "the LA data set")
+    target = _cache_dir() / name
+    lists = {split: target / f"{split}.list" for split in counts}
+    if all(p.exists() and len(p.read_text().split()) == counts[split] for split, p in lists.items()):
         return target
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, str(shards / "restore.py"), str(tmp), "--shards", "0"],
+        [sys.executable, str(source / "restore.py"), str(tmp), "--shards", *shards],
         check=True,
         capture_output=True,
         text=True,
@@ -59,6 +58,18 @@ def la_root() -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def la_root() -> Path:
+    """LA shard 0 (16 training + 20 test cases) in the standard layout, restored once into a cache."""
+    return _restore_la("la-shard0", LA_SHARD0, ["0"])
+
+
+@pytest.fixture(scope="session")
+def la_full_root() -> Path:
+    """The whole LA set (80 training + 20 test cases), for the docs' commands, restored once."""
+    return _restore_la("la-full", {"train": 80, "test": 20}, ["0", "1", "2"])
 
 
 def read_la(root: Path, split: str) -> list[tuple[str, torch.Tensor]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,16 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_grid(path: str | Path, only: str | None = None) -> tuple[Grid, list[Cell]]:
-    """The grid in ``path`` and its cells (those whose id matches the ``only`` wildcard, if given)."""
+def load_grid(path: str | Path, only: str | None = None, overrides: Sequence[str] = ()) -> tuple[Grid, list[Cell]]:
+    """The grid in ``path`` and its cells (those whose id matches the ``only`` wildcard, if given).
+
+    ``overrides`` (``key=value``) apply to every cell after the grid's own.
+    """
     path = Path(path)
     grid = build_dataclass(Grid, load_yaml(path), where="grid")
     if grid.baseline is not None and grid.baseline not in grid.recipes:
         raise ConfigError(f"grid.baseline {grid.baseline!r} is not one of the recipes: {', '.join(grid.recipes)}")
-    base = load_config(path.parent / grid.base, grid.overrides)
+    base = load_config(path.parent / grid.base, [*grid.overrides, *overrides])
     cells = []
     for recipe, sections in grid.recipes.items():
         for labels in grid.labels:

@@ -23,7 +23,7 @@ import yaml
 from mtssl.bench.grid import Cell, load_grid
 from mtssl.bench.report import write_report
 from mtssl.config import ConfigError
-from mtssl.engine.run import train_run
+from mtssl.engine.run import plan_run, train_run
 
 __all__ = ["run_grid"]
 
@@ -95,6 +95,7 @@ def run_grid(
     dry_run: bool = False,
     published: str | Path | None = None,
     workers: int = 1,
+    overrides: Sequence[str] = (),
 ) -> list[str]:
     """Run every cell without a finished run folder (``metrics.json`` and ``timing.json``), then report.
 
@@ -102,16 +103,18 @@ def run_grid(
         grid_path: the grid file.
         out: the grid folder.
         only: run only cells whose id matches this wildcard.
-        dry_run: list what would run and run nothing.
+        dry_run: check every cell's config, list what would run, and run nothing.
         published: a YAML list of published rows to add to the table.
         workers: cells run at once, each in its own process (one per GPU on a GPU machine).
+        overrides: ``key=value`` overrides of every cell, after the grid's own (use a new ``out``
+            folder when you change them: finished cells are not re-run).
 
     Returns the ids of the cells that ran (or, with ``dry_run``, would run).
     """
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
-    grid, cells = load_grid(grid_path, only)
+    grid, cells = load_grid(grid_path, only, overrides)
     todo = [
         c
         for c in cells
@@ -119,6 +122,7 @@ def run_grid(
     ]
     if dry_run:
         for cell in cells:
+            plan_run(cell.config)  # every cell's config is valid before anything runs
             log.info("%s %s", "run " if cell in todo else "done", cell.id)
         return [c.id for c in todo]
     if workers > 1 and len(todo) > 1:

@@ -103,6 +103,7 @@ class Split:
     def save(self, path: str | Path) -> None:
         """Write the split as JSON (atomically), e.g. beside a run."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1))
         tmp.replace(path)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtssl.data.cases import DataError
 from mtssl.engine.checkpoint import load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import largest_component, probabilities_to_labels
 from mtssl.engine.sliding_window import sliding_window
@@ -19,6 +20,8 @@ __all__ = ["Predictor", "load", "read_input"]
 def read_input(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     """A raw image from NIfTI, h5 (``image``), PNG/TIFF or ``.npy``, and what is needed to write it back."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such input file: {path}")
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
@@ -37,7 +40,7 @@ def read_input(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         return read_image(path), {"format": "image", "suffix": path.suffix}
     if name.endswith(".npy"):
         return np.load(path).astype(np.float32), {"format": "npy"}
-    raise ValueError(f"cannot read {path}: use NIfTI, h5, PNG/TIFF or .npy")
+    raise DataError(f"cannot read {path}: use NIfTI (.nii, .nii.gz), h5 (an 'image' dataset), PNG/TIFF or .npy")
 
 
 class Predictor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from mtssl.config import ConfigError
 from mtssl.recipes.base import Recipe, Term
 from mtssl.recipes.semi_supervised import ramp
 from mtssl.registry import RECIPES
@@ -47,8 +48,14 @@ def dbisl(
     fusion: Literal["mean", "geometric", "seg", "sdf"] = "mean",
     hard: bool = True,
     confidence: float = 0.0,
+    ramp_divisor: int = 150,
 ) -> Recipe:
-    """DBiSL with every component switchable and every choice the paper leaves open a config value."""
+    """DBiSL with every component switchable and every choice the paper leaves open a config value.
+
+    ``ramp_divisor`` sets how fast the consistency and pseudo-label weights ramp up: they reach
+    full weight at ``40 * ramp_divisor`` iterations (6000, the LA schedule, by default). A short
+    run needs a smaller divisor, or those terms barely act.
+    """
     to_sdf = {"h": h, "kernel": kernel, "radius": radius, "normalize": True, "activation": "sigmoid"}
     terms: list[Term] = []
     if supervised:
@@ -60,15 +67,18 @@ def dbisl(
             ]
     if consistency:
         terms += [
-            Term.of(CrossTask("sdf", "seg", "sdf->seg", {"k": k}), ramp(consistency_weight)),
-            Term.of(CrossTask("seg", "sdf", "seg->sdf", to_sdf), ramp(consistency_weight)),
+            Term.of(CrossTask("sdf", "seg", "sdf->seg", {"k": k}), ramp(consistency_weight, ramp_divisor)),
+            Term.of(CrossTask("seg", "sdf", "seg->sdf", to_sdf), ramp(consistency_weight, ramp_divisor)),
         ]
     if pseudo:
         terms.append(
-            Term.of(FusedPseudoLabel("seg", "sdf", k, fusion, hard, confidence, uncertainty), ramp(pseudo_weight))
+            Term.of(
+                FusedPseudoLabel("seg", "sdf", k, fusion, hard, confidence, uncertainty),
+                ramp(pseudo_weight, ramp_divisor),
+            )
         )
     if not terms:
-        raise ValueError("dbisl needs at least one component: supervised, consistency or pseudo")
+        raise ConfigError("dbisl needs at least one component: set supervised, consistency or pseudo to true")
     return Recipe(
         tasks={"seg": {"task": "seg"}, "sdf": {"task": "sdf", "k": k, "h": h, "kernel": kernel}}, terms=tuple(terms)
     )

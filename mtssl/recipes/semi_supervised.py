@@ -16,9 +16,9 @@ from mtssl.strategies.supervised import Supervised
 __all__ = ["dtc", "mcnet", "mean_teacher", "ua_mt"]
 
 
-def ramp(c: float) -> dict:
-    """The literature's sigmoid ramp-up to ``c`` (divisor 150, length 40)."""
-    return {"schedule": "sigmoid", "c": c, "divisor": 150, "length": 40}
+def ramp(c: float, divisor: int = 150) -> dict:
+    """The literature's sigmoid ramp-up to ``c``: full at ``40 * divisor`` iterations (6000 by default)."""
+    return {"schedule": "sigmoid", "c": c, "divisor": divisor, "length": 40}
 
 
 @RECIPES.register("mean_teacher")

@@ -156,3 +156,14 @@ def test_an_unfinished_cell_continues_from_its_checkpoint(grid_file, tmp_path):
 def test_bad_workers(grid_file, tmp_path):
     with pytest.raises(ConfigError, match="--workers must be at least 1, got 0"):
         run_grid(grid_file, tmp_path / "o", workers=0)
+
+
+def test_overrides_apply_to_every_cell(grid_file, tmp_path, capsys):
+    from mtssl.bench.grid import load_grid
+
+    _, cells = load_grid(grid_file, overrides=["train.iterations=7", "eval.max_cases=1"])
+    assert {c.config["train"]["iterations"] for c in cells} == {7}
+    assert {c.config["train"]["log_every"] for c in cells} == {2}  # the grid's own overrides still apply
+    args = ["bench", str(grid_file), "--out", str(tmp_path / "o"), "--dry-run", "train.iteratons=3"]
+    assert main(args) == 2
+    assert "did you mean 'iterations'" in capsys.readouterr().err

@@ -71,3 +71,14 @@ def test_la_train_then_evaluate_from_the_cli(la_root, tmp_path, capsys):
     again = json.loads((tmp_path / "la_run" / "metrics.json").read_text())
     assert again["cases"] == 2 and "Dice %" in capsys.readouterr().out
     assert (tmp_path / "la_run" / "metrics.csv").read_text().count("\n") == 3
+
+
+def test_read_input_errors(tmp_path):
+    from mtssl.data.cases import DataError
+    from mtssl.engine.predictor import read_input
+
+    with pytest.raises(DataError, match="no such input file"):
+        read_input(tmp_path / "missing.nii.gz")
+    (tmp_path / "scan.dcm").write_bytes(b"DICM")
+    with pytest.raises(DataError, match=r"cannot read .*scan\.dcm: use NIfTI"):
+        read_input(tmp_path / "scan.dcm")

@@ -67,3 +67,11 @@ def test_dbisl_components_switch_off(tmp_path, switch, gone):
 def test_dbisl_without_uncertainty_still_pseudo_labels(tmp_path):
     records = run(tmp_path, "dbisl", uncertainty="none")
     assert "loss/pseudo_seg" in records[-1]
+
+
+def test_dbisl_with_every_component_off_is_a_config_error():
+    from mtssl.config import ConfigError
+    from mtssl.registry import RECIPES
+
+    with pytest.raises(ConfigError, match="dbisl needs at least one component"):
+        RECIPES.create("dbisl", supervised=False, consistency=False, pseudo=False)
