@@ -124,11 +124,12 @@ def test_workers_run_cells_at_once_in_their_own_processes(grid_file, tmp_path):
     import os
 
     par, seq = tmp_path / "par", tmp_path / "seq"
-    assert main(["bench", str(grid_file), "--out", str(par), "--only", "supervised/*", "--workers", "2"]) == 0
+    longer = "train.iterations=30"  # each cell outlasts a worker's start-up, so both workers get one
+    assert main(["bench", str(grid_file), "--out", str(par), "--only", "supervised/*", "--workers", "2", longer]) == 0
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as each of the two workers: the sums then match
     try:
-        run_grid(grid_file, seq, only="supervised/*")
+        run_grid(grid_file, seq, only="supervised/*", overrides=[longer])
     finally:
         torch.set_num_threads(threads)
     timings = [json.loads((par / "runs" / f"supervised/labels{n}/seed0/timing.json").read_text()) for n in (2, 3)]
