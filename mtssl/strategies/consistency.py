@@ -10,6 +10,7 @@ import torch
 from mtssl.ops.checks import as_float
 from mtssl.registry import STRATEGIES, TRANSFORMS
 from mtssl.strategies.context import StepContext
+from mtssl.strategies.schedules import sigmoid_rampup
 from mtssl.tasks.seg import Segmentation
 
 __all__ = ["CrossTask", "MeanTeacher", "MultiDecoder", "UncertaintyMeanTeacher", "sharpen", "sigmoid_rampup"]
@@ -24,14 +25,6 @@ def _samples(ctx: StepContext, x: torch.Tensor, which: Samples) -> torch.Tensor:
 def probabilities(task: Segmentation, logits: torch.Tensor) -> torch.Tensor:
     """All channels' probabilities of a seg head: softmax (background included) or sigmoid."""
     return torch.softmax(as_float(logits), 1) if task.softmax else torch.sigmoid(as_float(logits))
-
-
-def sigmoid_rampup(current: float, length: float) -> float:
-    """``exp(-5 (1 - clip(current / length, 0, 1))^2)``, the literature's ramp (1 when ``length`` is 0)."""
-    if length == 0:
-        return 1.0
-    phase = 1.0 - min(max(current, 0.0), length) / length
-    return math.exp(-5.0 * phase * phase)
 
 
 def sharpen(p: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 from mtssl.config import ConfigError, build_dataclass
 
-__all__ = ["Schedule", "build_schedule"]
+__all__ = ["Schedule", "build_schedule", "sigmoid_rampup"]
+
+
+def sigmoid_rampup(current: float, length: float) -> float:
+    """``exp(-5 (1 - clip(current / length, 0, 1))^2)``, the literature's ramp (1 when ``length`` is 0)."""
+    if length == 0:
+        return 1.0
+    phase = 1.0 - min(max(current, 0.0), length) / length
+    return math.exp(-5.0 * phase * phase)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +41,7 @@ class Schedule:
         if self.schedule == "constant":
             return self.c
         if self.schedule == "sigmoid":
-            t = min(iteration // self.divisor, self.length)
-            return self.c * math.exp(-5.0 * (1.0 - t / self.length) ** 2)
+            return self.c * sigmoid_rampup(iteration // self.divisor, self.length)
         frac = min(iteration / max(self.length, 1), 1.0)
         return self.start + (self.c - self.start) * frac
 
