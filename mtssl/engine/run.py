@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mtssl.config import ConfigError, apply_overrides, build_dataclass
+from mtssl.config import apply_overrides, build_dataclass
 from mtssl.engine import distributed
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
-from mtssl.engine.trainer import RunConfig, Trainer, build_recipe
+from mtssl.engine.trainer import RunConfig, Trainer, backbone_config, build_recipe, named_section
 from mtssl.registry import BACKBONES, DATASETS
 
 __all__ = ["evaluate_run", "plan_run", "resolve_checkpoint", "train_run", "write_metrics"]
@@ -59,15 +59,9 @@ def plan_run(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     cfg = build_dataclass(RunConfig, config)
     recipe = build_recipe(cfg)
-    data_options = dict(cfg.data)
-    data_name = data_options.pop("name", None)
-    if data_name is None:
-        raise ConfigError("data needs a name")
+    data_name, data_options = named_section(cfg.data, "data")
     DATASETS.validate(data_name, **data_options)
-    backbone = dict(cfg.model.get("backbone") or {})
-    name = backbone.pop("name", recipe.backbone["name"])
-    if name == recipe.backbone["name"]:
-        backbone = {k: v for k, v in {**recipe.backbone, **backbone}.items() if k != "name"}
+    name, backbone = named_section(backbone_config(cfg, recipe), "model.backbone")
     # The data set sets in_channels and spatial_dims at run time; stand-ins where the backbone requires them.
     required = {k for k, v in BACKBONES.get(name).defaults().items() if v is dataclasses.MISSING}
     stand_ins = {k: v for k, v in {"in_channels": 1, "spatial_dims": 3}.items() if k in required}

@@ -36,9 +36,11 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingInterrupted",
+    "backbone_config",
     "build_components",
     "build_recipe",
     "build_run_model",
+    "named_section",
 ]
 
 
@@ -94,7 +96,8 @@ class RunConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
-def _named(section: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+def named_section(section: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """A config section's registry ``name`` and the rest of its options (``where`` names it in errors)."""
     options = dict(section)
     if "name" not in options:
         raise ConfigError(f"{where} needs a name")
@@ -103,18 +106,23 @@ def _named(section: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]
 
 def build_recipe(cfg: RunConfig) -> Recipe:
     """The configured recipe."""
-    name, options = _named(cfg.recipe, "recipe")
+    name, options = named_section(cfg.recipe, "recipe")
     return RECIPES.create(name, **options)
+
+
+def backbone_config(cfg: RunConfig, recipe: Recipe) -> dict[str, Any]:
+    """The backbone section to build (with its ``name``): the recipe's options under the config's,
+    unless the config picks another backbone."""
+    chosen = dict(cfg.model.get("backbone") or {})
+    same = chosen.get("name", recipe.backbone["name"]) == recipe.backbone["name"]
+    return {**dict(recipe.backbone), **chosen} if same else chosen
 
 
 def build_run_model(
     cfg: RunConfig, recipe: Recipe, in_channels: int, spatial_dims: int, num_classes: int
 ) -> MultiTaskModel:
     """The recipe's heads on the configured backbone (``vnet`` by default), sized for the data."""
-    chosen = dict(cfg.model.get("backbone") or {})
-    # The recipe's backbone options apply unless the config picks another backbone.
-    same = chosen.get("name", recipe.backbone["name"]) == recipe.backbone["name"]
-    backbone = {**dict(recipe.backbone), **chosen} if same else chosen
+    backbone = backbone_config(cfg, recipe)
     backbone.setdefault("in_channels", in_channels)
     backbone.setdefault("spatial_dims", spatial_dims)
     overrides = dict(cfg.model.get("tasks") or {})
@@ -131,7 +139,7 @@ def build_run_model(
 def build_components(cfg: RunConfig) -> tuple[Recipe, SegmentationData, MultiTaskModel]:
     """The recipe, the data and the model that a config describes (the model's heads fit the data)."""
     recipe = build_recipe(cfg)
-    data_name, data_options = _named(cfg.data, "data")
+    data_name, data_options = named_section(cfg.data, "data")
     data = DATASETS.create(data_name, **data_options)
     return recipe, data, build_run_model(cfg, recipe, data.in_channels, data.spatial_dims, data.num_classes)
 
