@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mtssl.data.cases import Case, CaseData, DataError, select_split
+from mtssl.data.cases import Case, CaseData, DataError, numeric_array, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.registry import DATASETS
 
@@ -42,11 +42,16 @@ def _read_volume(path: Path) -> np.ndarray:
     """A 3D volume from ``.npy`` or NIfTI (one read serves all of its slices)."""
     if not path.is_file():
         raise DataError(f"missing file {path}")
-    if path.suffix == ".npy":
-        return np.load(path)
-    import nibabel as nib
+    try:
+        if path.suffix == ".npy":
+            volume = np.load(path)
+        else:
+            import nibabel as nib
 
-    return np.asarray(nib.load(str(path)).dataobj)
+            volume = np.asarray(nib.load(str(path)).dataobj)
+    except Exception as exc:  # numpy and nibabel raise several types for damaged files
+        raise DataError(f"{path} is not a readable volume: {exc}") from exc
+    return numeric_array(volume, str(path))
 
 
 def read_image(path: Path) -> np.ndarray:

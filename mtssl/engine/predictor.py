@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtssl.data.cases import DataError
+from mtssl.data.cases import DataError, numeric_array
 from mtssl.engine.checkpoint import load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import largest_component, probabilities_to_labels
 from mtssl.engine.sliding_window import sliding_window
@@ -23,24 +23,28 @@ def read_input(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"no such input file: {path}")
     name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        return data, {"format": "nifti", "affine": img.affine, "header": img.header}
-    if name.endswith((".h5", ".hdf5")):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return f["image"][:].astype(np.float32), {"format": "h5"}
     if name.endswith((".png", ".tif", ".tiff")):
         from mtssl.data.images2d import read_image
 
-        return read_image(path), {"format": "image", "suffix": path.suffix}
-    if name.endswith(".npy"):
-        return np.load(path).astype(np.float32), {"format": "npy"}
-    raise DataError(f"cannot read {path}: use NIfTI (.nii, .nii.gz), h5 (an 'image' dataset), PNG/TIFF or .npy")
+        return read_image(path), {"format": "image", "suffix": path.suffix}  # dtype kept: it sets the scaling
+    if not name.endswith((".nii", ".nii.gz", ".h5", ".hdf5", ".npy")):
+        raise DataError(f"cannot read {path}: use NIfTI (.nii, .nii.gz), h5 (an 'image' dataset), PNG/TIFF or .npy")
+    try:
+        if name.endswith((".h5", ".hdf5")):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                data, meta = f["image"][()], {"format": "h5"}
+        elif name.endswith(".npy"):
+            data, meta = np.load(path), {"format": "npy"}
+        else:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            data, meta = np.asarray(img.dataobj), {"format": "nifti", "affine": img.affine, "header": img.header}
+    except Exception as exc:  # h5py, numpy and nibabel raise several types for damaged files
+        raise DataError(f"{path} is not readable: {exc}") from exc
+    return numeric_array(data, str(path)).astype(np.float32), meta
 
 
 class Predictor:

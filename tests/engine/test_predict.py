@@ -82,3 +82,18 @@ def test_read_input_errors(tmp_path):
     (tmp_path / "scan.dcm").write_bytes(b"DICM")
     with pytest.raises(DataError, match=r"cannot read .*scan\.dcm: use NIfTI"):
         read_input(tmp_path / "scan.dcm")
+
+
+def test_read_input_rejects_damaged_and_non_numeric_files(tmp_path):
+    from mtssl.data.cases import DataError
+    from mtssl.engine.predictor import read_input
+
+    (tmp_path / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(DataError, match=r"broken\.h5 is not readable"):
+        read_input(tmp_path / "broken.h5")
+    np.save(tmp_path / "words.npy", np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(DataError, match=r"words\.npy has dtype <U1; expected real numbers"):
+        read_input(tmp_path / "words.npy")
+    np.save(tmp_path / "ok.npy", np.ones((4, 4, 4), np.int16))
+    image, meta = read_input(tmp_path / "ok.npy")
+    assert image.dtype == np.float32 and meta == {"format": "npy"}
