@@ -20,7 +20,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "current", "launched", "session"]
+__all__ = ["Dist", "current", "launched", "pick_device", "session"]
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; any other name is taken as is."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +100,7 @@ def session(device: str = "auto", timeout_minutes: float = 30.0) -> Iterator[Dis
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    cuda = pick_device(device).type == "cuda"
     if cuda:
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(

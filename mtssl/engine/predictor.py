@@ -104,8 +104,9 @@ class Predictor:
 def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Predictor:
     """A :class:`Predictor` from a checkpoint file or a run folder."""
     from mtssl.config import build_dataclass
+    from mtssl.engine.distributed import pick_device
     from mtssl.engine.run import resolve_checkpoint
-    from mtssl.engine.trainer import RunConfig, build_recipe, build_run_model, pick_device
+    from mtssl.engine.trainer import RunConfig, build_recipe, build_run_model
 
     state = load_checkpoint(resolve_checkpoint(checkpoint))
     pre = state["preprocessing"]

@@ -144,12 +144,6 @@ def build_components(cfg: RunConfig) -> tuple[Recipe, SegmentationData, MultiTas
     return recipe, data, build_run_model(cfg, recipe, data.in_channels, data.spatial_dims, data.num_classes)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def git_revision() -> str | None:
     try:
         out = subprocess.run(
@@ -196,7 +190,7 @@ class Trainer:
         self.out = Path(out)
         tc = self.cfg.train
         self.dist = distributed.current()
-        self.device = self.dist.device if self.dist.enabled else pick_device(tc.device)
+        self.device = self.dist.device if self.dist.enabled else distributed.pick_device(tc.device)
         if tc.sync_batchnorm and self.device.type != "cuda":
             raise ConfigError(
                 "train.sync_batchnorm needs CUDA: SyncBatchNorm has no CPU implementation (gloo ranks keep "
