@@ -57,7 +57,7 @@ class CrossTask:
         self.name = f"consistency_{source.replace('/', '')}_{target.replace('/', '')}"
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        mapped = self.transform(_samples(ctx, ctx.outputs[self.source], self.samples))
+        mapped = _samples(ctx, ctx.transformed(self.source, self.transform), self.samples)
         target_out = _samples(ctx, ctx.outputs[self.target], self.samples)
         target = ctx.task_of(self.target).to_seg(target_out) if self.to_seg else as_float(target_out)
         if self.detach_target:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from mtssl.tasks.base import Task
 
@@ -37,6 +38,7 @@ class StepContext:
     teacher: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
     model: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
     _targets: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    _transformed: dict[tuple, torch.Tensor] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -47,6 +49,19 @@ class StepContext:
     def task_of(self, output: str) -> Task:
         """The task behind an output name (``"sdf/1"`` -> the ``sdf`` head's task)."""
         return self.tasks[output.split("/")[0]]
+
+    def transformed(self, output: str, transform: nn.Module) -> torch.Tensor:
+        """``transform(outputs[output])`` over all samples, computed once per step for equal transforms.
+
+        DBiSL's transformed supervision (labeled half) and its consistency (all samples) both need
+        ``seg->sdf`` of the seg logits; the transforms work sample by sample, so one evaluation
+        sliced serves both. Transforms count as equal when their type and options are.
+        """
+        options = tuple(sorted((k, v) for k, v in vars(transform).items() if not k.startswith("_") and k != "training"))
+        key = (output, type(transform).__qualname__, options)
+        if key not in self._transformed:
+            self._transformed[key] = transform(self.outputs[output])
+        return self._transformed[key]
 
     def target(self, output: str) -> torch.Tensor:
         """The exact target of an output's task for the labeled samples, float32, computed once per step."""

@@ -28,8 +28,8 @@ class SignedDistance(Task):
     """
 
     k: float = 1500.0
-    h: float = 0.5
-    kernel: Literal["exp", "gauss"] = "gauss"
+    h: float = 4.0
+    kernel: Literal["exp", "gauss"] = "exp"
     radius: float | None = None
 
     activation: ClassVar[type[nn.Module]] = nn.Tanh

@@ -14,6 +14,7 @@ autocast. Each module is a one-line ``forward`` over its function.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -33,6 +34,7 @@ from mtssl.registry import TRANSFORMS
 
 __all__ = [
     "DistToSeg",
+    "SaturationWarning",
     "SdfToSeg",
     "SegToDist",
     "SegToEdge",
@@ -79,6 +81,10 @@ def seg_to_edge(logits: torch.Tensor, activation: Activation = "auto") -> torch.
         return soft_boundary(log_fg.exp())
 
 
+class SaturationWarning(UserWarning):
+    """A soft transform's window is too short for a normalised map to reach its target."""
+
+
 @TRANSFORMS.register("sdf->seg")
 class SdfToSeg(nn.Module):
     """Foreground probability from a signed distance (negative inside): ``sigmoid(-k * sdf)`` (DTC)."""
@@ -109,8 +115,8 @@ class SegToSdf(nn.Module):
 
     def __init__(
         self,
-        h: float = 0.5,
-        kernel: Literal["exp", "gauss"] = "gauss",
+        h: float = 4.0,
+        kernel: Literal["exp", "gauss"] = "exp",
         radius: float | None = None,
         normalize: bool = True,
         activation: Literal["auto", "sigmoid", "softmax"] = "auto",
@@ -119,6 +125,13 @@ class SegToSdf(nn.Module):
         self.h, self.kernel, self.radius, self.normalize, self.activation = h, kernel, radius, normalize, activation
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.normalize and self.radius is not None and 2 * self.radius < max(logits.shape[2:]):
+            warnings.warn(
+                f"seg->sdf: radius {self.radius:g} is under half the patch ({tuple(logits.shape[2:])}), so the "
+                "normalised map saturates at +-1 beyond it and stops matching the SDF target there; "
+                "radius: null (the whole patch, by FFT) avoids it",
+                SaturationWarning,
+            )
         return soft_signed_distance(logits, self.h, self.kernel, self.radius, None, self.normalize, self.activation)
 
 

@@ -113,7 +113,7 @@ class TestSoftDistance:
             ({"logp": torch.zeros(1, 5, 5), "h": 1.0}, ValueError, r"\(B, C, H, W\)"),
             ({"logp": torch.zeros(1, 1, 5, 5), "h": 0.0}, ValueError, "h must be positive"),
             ({"logp": torch.zeros(1, 1, 5, 5), "h": 1.0, "kernel": "laplace"}, ValueError, "'exp' or 'gauss'"),
-            ({"logp": torch.zeros(1, 1, 5, 5), "h": 1.0, "kernel": "exp"}, ValueError, "give its radius"),
+            ({"logp": torch.zeros(1, 1, 5, 5), "h": 1.0, "method": "fast"}, ValueError, "'direct' or 'fft'"),
             ({"logp": torch.zeros(1, 1, 5, 5), "h": 1.0, "radius": -1.0}, ValueError, "radius must be positive"),
             ({"logp": torch.zeros(1, 1, 5, 5), "h": 1.0, "spacing": (1, 1, 1)}, ValueError, "2 values"),
         ],

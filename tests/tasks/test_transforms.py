@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from scipy import ndimage
@@ -58,7 +60,7 @@ def test_dist_to_seg_recovers_the_mask(mask):
 
 
 def test_seg_to_sdf_agrees_with_the_exact_target(mask):
-    soft = TRANSFORMS.create("seg->sdf", h=0.05)(saturated_logits(mask))[:, 0]
+    soft = TRANSFORMS.create("seg->sdf", h=0.05, kernel="gauss")(saturated_logits(mask))[:, 0]
     exact = signed_distance(mask, dtype=torch.float64)
     away = ~boundary(mask, "inner")  # the exact SDF is 0 there by DTC's convention
     assert (soft - exact)[away].abs().max() <= 0.02
@@ -96,3 +98,15 @@ def test_values():
     dist = torch.tensor([0.0, 0.001]).view(1, 1, 1, 2)
     expected = (2 * torch.sigmoid(torch.tensor([0.0, 1.5])) - 1).view(1, 1, 1, 2)
     torch.testing.assert_close(TRANSFORMS.create("dist->seg", k=1500)(dist), expected)
+
+
+def test_seg_to_sdf_warns_when_a_short_window_saturates_the_normalised_map():
+    from mtssl.tasks.transforms import SaturationWarning
+
+    logits = torch.randn(1, 1, 12, 12, 8)
+    with pytest.warns(SaturationWarning, match="radius 2 is under half the patch"):
+        TRANSFORMS.create("seg->sdf", radius=2.0)(logits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TRANSFORMS.create("seg->sdf")(logits)  # the whole patch
+        TRANSFORMS.create("seg->sdf", radius=6.0)(logits)
