@@ -131,6 +131,7 @@ class SegToSdf(nn.Module):
                 "normalised map saturates at +-1 beyond it and stops matching the SDF target there; "
                 "radius: null (the whole patch, by FFT) avoids it",
                 SaturationWarning,
+                stacklevel=1,  # this line: shown once per process, not once per calling module
             )
         return soft_signed_distance(logits, self.h, self.kernel, self.radius, None, self.normalize, self.activation)
 
