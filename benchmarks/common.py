@@ -17,9 +17,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median seconds of ``fn`` over ``repeats`` runs after one warm-up."""
-    fn()
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: bool = True) -> float:
+    """Median seconds of ``fn`` over ``repeats`` runs, after one warm-up run unless ``warmup=False``."""
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -32,7 +33,9 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float
     return statistics.median(times)
 
 
-def write_result(name: str, device: torch.device, rows: list[dict[str, Any]]) -> Path:
+def write_result(
+    name: str, device: torch.device, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None
+) -> Path:
     """``results/<name>-<device>.json`` with the date, machine, torch version and command."""
     meta = {
         "date": date.today().isoformat(),
@@ -40,6 +43,7 @@ def write_result(name: str, device: torch.device, rows: list[dict[str, Any]]) ->
         "cpu_threads": torch.get_num_threads(),
         "torch": str(torch.__version__),
         "command": "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        **(extra or {}),
     }
     out = HERE / "results" / f"{name}-{device.type}.json"
     out.parent.mkdir(exist_ok=True)
@@ -49,3 +53,19 @@ def write_result(name: str, device: torch.device, rows: list[dict[str, Any]]) ->
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     print(f"wrote {out}")
     return out
+
+
+def timed_cpu(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds (all threads of this process) of ``fn``, after one warm-up."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)

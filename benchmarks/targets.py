@@ -3,6 +3,11 @@
     python benchmarks/targets.py                 # CPU: 2 x 112x112x80 targets, 2 x 64x64x48 soft SDF
     python benchmarks/targets.py --device cuda   # GPU: the soft SDF at the LA size too
 
+Every soft-SDF variant (kernel, window, evaluation) is timed forward + backward (wall and CPU
+seconds), set against its arithmetic bound, and scored against the exact log-domain result of the
+same kernel over the whole patch and against the exact SDF target on real LA labels (from
+``$MTSSL_DATA/la`` or ``../shared/data/la``, restored into a temporary folder).
+
 Prints a table and writes JSON beside this file (``results/targets-<device>.json``). Times are
 medians of ``--repeats`` runs; on the shared 2-core CPU machines compare the ratios, not the
 absolute numbers.
@@ -22,8 +27,9 @@ import torch
 from common import timed
 from scipy.ndimage import distance_transform_edt
 from skimage.segmentation import find_boundaries
+from soft_sdf import h_sweep_rows, soft_sdf_rows
 
-from mtssl.ops import edt, signed_distance, soft_signed_distance
+from mtssl.ops import signed_distance
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,7 +76,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--h", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.1])
     args = parser.parse_args()
     device = torch.device(args.device)
     rows: list[dict[str, object]] = []
@@ -93,36 +98,8 @@ def main() -> None:
     agree = (signed_distance(masks, backend="torch").cpu() - torch.from_numpy(dtc_compute_sdf(host))).abs().max()
     record("max abs difference, torch backend vs DTC", "2x112x112x80", 0.0, max_abs_diff=float(agree))
 
-    # The differentiable soft SDF, forward + backward.
-    sizes = [(2, 64, 64, 48)] + ([(2, 112, 112, 80), (4, 112, 112, 80)] if device.type == "cuda" else [])
-    for kernel, radius in (("gauss", None), ("exp", 4.0)):
-        for b, *shape in sizes:
-            logits = (torch.randn(b, 1, *shape, device=device) * 4).requires_grad_()
-
-            def step(logits: torch.Tensor = logits, kernel: str = kernel, radius: float | None = radius) -> None:
-                soft_signed_distance(logits, 0.5, kernel, radius, normalize=True).square().mean().backward()
-
-            seconds, peak = timed_with_peak(step, device, args.repeats)
-            size = f"{b}x" + "x".join(map(str, shape))
-            record(f"soft_signed_distance fwd+bwd, {kernel} r={radius}", size, seconds, peak)
-
-    # Error of the soft SDF against the exact one, as h shrinks (saturated logits: a binary mask).
-    mask = blob_masks(1, (64, 64, 48), seed=1).to(device)
-    exact = edt(mask, dtype=torch.float64) - edt(~mask, dtype=torch.float64)
-    logits = torch.where(mask, 1e6, -1e6).double()[:, None]
-    for kernel, radius in (("gauss", None), ("exp", 4.0)):
-        within = exact.abs() <= (radius or float("inf"))
-        for h in args.h:
-            soft = soft_signed_distance(logits, h, kernel, radius)[:, 0]
-            err = (soft - exact)[within].abs()
-            record(
-                f"soft SDF error vs exact, {kernel} r={radius}",
-                "1x64x64x48",
-                0.0,
-                h=h,
-                mean_abs_err=round(float(err.mean()), 4),
-                max_abs_err=round(float(err.max()), 4),
-            )
+    soft_sdf_rows(device, args.repeats, record)
+    h_sweep_rows(device, record)
 
     meta = {
         "date": date.today().isoformat(),

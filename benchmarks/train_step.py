@@ -1,6 +1,7 @@
 """Milliseconds per training step of every recipe, as a ratio to the supervised step in the same run.
 
-    python benchmarks/train_step.py                  # CPU: 2+2 x 32x32x32 crops, V-Net with 8 filters
+    python benchmarks/train_step.py                  # CPU: the CPU LA protocol's 2+2 x 64x64x32, 16 filters
+    python benchmarks/train_step.py --filters 8      # the same with an 8-filter V-Net
     python benchmarks/train_step.py --device cuda    # the LA setting: 2+2 x 112x112x80, 16 filters, bf16
 
 DBiSL's step is broken down into the network (forward + backward of its heads' supervised losses),
@@ -10,6 +11,7 @@ the exact targets, the soft SDF (seg->sdf forward + backward) and the rest.
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 from common import timed, write_result
@@ -21,8 +23,18 @@ from mtssl.tasks.transforms import SegToSdf
 RECIPES = ["supervised", "mean_teacher", "ua_mt", "dtc", "mcnet", "dbisl"]
 
 
-def trainer_for(recipe: str, device: str, la: bool) -> Trainer:
-    size, patch, filters = ([128, 128, 96], [112, 112, 80], 16) if la else ([48, 48, 40], [32, 32, 32], 8)
+# (volume size, patch, V-Net filters) of each setting: the literature's LA step, the CPU LA
+# protocol's (volumes downsampled 2x, 64x64x32 crops), and a tiny one for smoke runs.
+SETTINGS = {
+    "la": ([128, 128, 96], [112, 112, 80], 16),
+    "cpu": ([80, 80, 40], [64, 64, 32], 16),
+    "tiny": ([24, 24, 24], [16, 16, 16], 4),
+}
+
+
+def trainer_for(recipe: str, device: str, setting: str, filters: int | None = None) -> Trainer:
+    size, patch, default_filters = SETTINGS[setting]
+    filters = filters or default_filters
     config = {
         "recipe": {"name": recipe},
         "data": {"name": "phantom", "labeled": 4, "num_train": 8, "num_test": 1, "size": size, "patch": patch},
@@ -33,7 +45,7 @@ def trainer_for(recipe: str, device: str, la: bool) -> Trainer:
 
 
 def dbisl_breakdown(trainer: Trainer, batch: dict, device: torch.device, repeats: int, total: float) -> list[dict]:
-    """Network, exact targets, soft SDF (seg->sdf on the labeled half and on all samples) and the rest."""
+    """Network, exact targets, soft SDF (seg->sdf of all samples, shared by its terms) and the rest."""
     label, image = batch["label"].to(device), batch["image"].to(device)
     seg_to_sdf = SegToSdf(activation="sigmoid")
 
@@ -45,10 +57,9 @@ def dbisl_breakdown(trainer: Trainer, batch: dict, device: torch.device, repeats
         out = trainer.model(image)
         sum(o.float().mean() for o in out.values()).backward()
 
-    n_lab = int(batch["labeled"].sum())
     net = timed(network, device, repeats)
     targets = timed(lambda: signed_distance(label), device, repeats)
-    soft_sdf = timed(lambda: soft(n_lab), device, repeats) + timed(lambda: soft(image.shape[0]), device, repeats)
+    soft_sdf = timed(lambda: soft(image.shape[0]), device, repeats)
     return [
         {"recipe": "dbisl: network", "ms": 1e3 * net},
         {"recipe": "dbisl: exact targets", "ms": 1e3 * targets},
@@ -57,26 +68,47 @@ def dbisl_breakdown(trainer: Trainer, batch: dict, device: torch.device, repeats
     ]
 
 
+def step_rows(device: torch.device, setting: str, filters: int | None, repeats: int) -> list[dict]:
+    """Every recipe's step, timed round-robin (one step of each recipe per round, medians over rounds)
+    so that the shared machine's drift falls on all recipes alike; ratios to the supervised step."""
+    trainers = {r: trainer_for(r, device.type, setting, filters) for r in RECIPES}
+    batches = {r: next(iter(t.loader)) for r, t in trainers.items()}
+    peaks: dict[str, float | None] = {}
+    for recipe, trainer in trainers.items():  # warm-up, and the peak memory of one step alone
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        trainer.step(batches[recipe])
+        peaks[recipe] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    times: dict[str, list[float]] = {r: [] for r in RECIPES}
+    for _ in range(repeats):
+        for recipe, trainer in trainers.items():
+            times[recipe].append(timed(lambda t=trainer, b=batches[recipe]: t.step(b), device, 1, warmup=False))
+    median = {r: statistics.median(v) for r, v in times.items()}
+    rows = [
+        {
+            "recipe": r,
+            "ms": 1e3 * median[r],
+            "ratio_to_supervised": median[r] / median["supervised"],
+            "peak_gib": peaks[r],
+        }
+        for r in RECIPES
+    ]
+    return rows + dbisl_breakdown(trainers["dbisl"], batches["dbisl"], device, repeats, median["dbisl"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--filters", type=int, help="V-Net base filters (default: the setting's)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    la = device.type == "cuda"
-    rows, base = [], None
-    for recipe in RECIPES:
-        trainer = trainer_for(recipe, args.device, la)
-        batch = next(iter(trainer.loader))
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        seconds = timed(lambda trainer=trainer, batch=batch: trainer.step(batch), device, args.repeats)
-        base = seconds if recipe == "supervised" else base
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-        rows.append({"recipe": recipe, "ms": 1e3 * seconds, "ratio_to_supervised": seconds / base, "peak_gib": peak})
-        if recipe == "dbisl":
-            rows += dbisl_breakdown(trainer, batch, device, args.repeats, seconds)
-    write_result("train_step", device, rows)
+    setting = "la" if device.type == "cuda" else "cpu"
+    rows = step_rows(device, setting, args.filters, args.repeats)
+    _, patch, filters = SETTINGS[setting]
+    suffix = "" if args.filters in (None, filters) else f"-f{args.filters}"
+    extra = {"setting": setting, "patch": patch, "filters": args.filters or filters, "rounds": args.repeats}
+    write_result(f"train_step{suffix}", device, rows, extra)
 
 
 if __name__ == "__main__":
