@@ -2,7 +2,9 @@
 
 Fusion and uncertainty (the paper leaves both unpublished; these are mtssl's documented choices):
 
-- ``p_seg = sigmoid(seg)`` and ``p_sdf = sigmoid(-k * sdf)`` are the two tasks' foreground probabilities;
+- ``p_seg = sigmoid(seg)`` and ``p_sdf = sigmoid(-k * sdf)`` are the two tasks' foreground probabilities,
+  with a steepness ``k`` of its own (50 by default): at DTC's k = 1500 ``p_sdf`` is a step, so the
+  mean of the two is the SDF head's sign on every voxel and the seg head never votes;
 - the fused probability is their mean (``fusion: mean``), their geometric mean (``geometric``), or one of them;
 - the pseudo-label is ``fused > 0.5`` (``hard``) or ``fused`` itself (soft);
 - a voxel counts where its confidence ``|2 fused - 1|`` reaches ``confidence``;
@@ -51,7 +53,7 @@ class TransformedSupervised:
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         n = ctx.n_labeled
-        mapped = as_float(self.transform(ctx.outputs[self.source][:n]))
+        mapped = as_float(ctx.transformed(self.source, self.transform)[:n])
         target = ctx.target(self.target)
         if isinstance(ctx.task_of(self.target), Segmentation):
             return {f"{self.name}_dice": dice_loss(mapped, target)}
@@ -94,7 +96,7 @@ class FusedPseudoLabel:
         self,
         seg: str = "seg",
         sdf: str = "sdf",
-        k: float = 1500.0,
+        k: float = 50.0,
         fusion: Fusion = "mean",
         hard: bool = True,
         confidence: float = 0.0,
@@ -103,18 +105,25 @@ class FusedPseudoLabel:
         self.seg, self.sdf, self.k, self.fusion, self.hard = seg, sdf, k, fusion, hard
         self.confidence, self.uncertainty = confidence, uncertainty
 
+    @torch.no_grad()
+    def label(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The unlabeled samples' pseudo-label ``(B_u, K, *S)`` (hard or soft), its hard version, and the
+        per-voxel weight ``(B_u, *S)``; all detached."""
+        n = ctx.n_labeled
+        seg_prob = ctx.task_of(self.seg).to_seg(ctx.outputs[self.seg][n:])
+        sdf_prob = sdf_to_seg(as_float(ctx.outputs[self.sdf][n:]), self.k)
+        fused, weight = fuse(seg_prob, sdf_prob, self.fusion, self.uncertainty)
+        weight = weight * ((2 * fused - 1).abs() >= self.confidence)
+        hard = fused > 0.5
+        return (hard.float() if self.hard else fused), hard, weight.mean(1)  # the weight is shared by the classes
+
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         n = ctx.n_labeled
-        seg_task = ctx.task_of(self.seg)
-        seg_prob = seg_task.to_seg(ctx.outputs[self.seg][n:])
+        seg_prob = ctx.task_of(self.seg).to_seg(ctx.outputs[self.seg][n:])
         sdf_out = as_float(ctx.outputs[self.sdf][n:])
+        pseudo, hard, voxel_weight = self.label(ctx)
         with torch.no_grad():
-            fused, weight = fuse(seg_prob, sdf_to_seg(sdf_out, self.k), self.fusion, self.uncertainty)
-            weight = weight * ((2 * fused - 1).abs() >= self.confidence)
-            hard = fused > 0.5
-            pseudo = hard.float() if self.hard else fused
             sdf_target = signed_distance(hard.flatten(0, 1)).view(hard.shape)
-        voxel_weight = weight.mean(1)  # (B, *S), shared by the classes
         return {
             "pseudo_seg": dice_loss(seg_prob, pseudo, weight=voxel_weight),
             "pseudo_sdf": mse_loss(sdf_out, sdf_target, weight=voxel_weight),

@@ -34,8 +34,6 @@ def run(tmp_path, recipe, **options):
         cfg["model"]["backbone"] = {"n_filters": 4}  # the recipe's mcnet backbone, smaller
     if recipe == "ua_mt":
         cfg["recipe"]["passes"] = 2
-    if recipe == "dbisl":
-        cfg["recipe"]["radius"] = 3.0  # a short soft-SDF window keeps the CPU test quick
     train_run(cfg, tmp_path)
     return [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
 

@@ -200,3 +200,37 @@ def test_mc_dropout_uncertainty_from_the_student():
     context.model = None
     with pytest.raises(ValueError, match="needs the student's forward"):
         STRATEGIES.create("ua_mt", passes=2, source="student")(context)
+
+
+def test_the_seg_head_votes_on_the_fused_pseudo_label():
+    # The SDF head is just outside the object everywhere (sdf = +0.005): sigmoid(-1500 sdf) = 0.0006,
+    # so with DTC's k the mean fusion is the SDF head's sign whatever the seg head says. With the
+    # pseudo-label's own steepness (k = 50: p_sdf = 0.44) a confident seg head turns the label.
+    sdf = torch.full((2, 1, 4, 4), 0.005)
+    outputs = {"sdf": sdf}
+    labels = {}
+    for k in (1500.0, 50.0):
+        term = STRATEGIES.create("fused_pseudo_label", k=k)
+        for seg in (-3.0, 3.0):
+            outputs["seg"] = torch.full((2, 1, 4, 4), seg)
+            labels[k, seg] = term.label(ctx(outputs, {"seg": SEG, "sdf": SDF}))[0]
+    assert torch.equal(labels[1500.0, -3.0], labels[1500.0, 3.0])  # DTC's k: the seg head never votes
+    assert labels[50.0, -3.0].sum() == 0 and labels[50.0, 3.0].min() == 1
+
+
+def test_dbisl_ramps_every_unsupervised_and_transformed_term():
+    from mtssl.registry import RECIPES
+
+    recipe = RECIPES.create("dbisl", ramp_divisor=10)
+    weights = {
+        f"{type(t.fn).__name__}:{getattr(t.fn, 'name', None) or getattr(t.fn, 'output', '')}": t.weight
+        for t in recipe.terms
+    }
+    ramped = {k: w for k, w in weights.items() if not k.startswith("Supervised")}
+    assert len(ramped) == 5, weights  # two transformed, two consistency, the pseudo-label
+    for name, w in ramped.items():
+        assert w(0) == pytest.approx(w.c * math.exp(-5)), name
+        assert w(200) < w(399) < w.c and w(400) == pytest.approx(w.c) == w(10_000), name
+    for name, w in weights.items():
+        if name.startswith("Supervised"):
+            assert w(0) == w(10_000), name  # the supervised terms act from the first step
