@@ -19,11 +19,17 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class CaseData:
-    """One loaded case: ``image`` ``(C, *S)`` float32, ``label`` ``(*S)`` uint8 or None, voxel ``spacing``."""
+    """One loaded case: ``image`` ``(C, *S)`` float32, ``label`` ``(*S)`` uint8 or None, voxel ``spacing``.
+
+    A case downsampled by an integer ``factor`` (:mod:`mtssl.data.resample`) may keep its
+    ``native_label``, against which it is then scored.
+    """
 
     image: np.ndarray
     label: np.ndarray | None
     spacing: tuple[float, ...]
+    native_label: np.ndarray | None = None
+    factor: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ class CaseStore:
         image = np.asarray(data.image, dtype=np.float32)
         label = None if data.label is None else np.asarray(data.label, dtype=np.uint8)
         check_case(case.id, image, label, self.num_classes, self.spatial_dims)
-        return CaseData(image, label, tuple(float(s) for s in data.spacing))
+        return CaseData(image, label, tuple(float(s) for s in data.spacing), data.native_label, data.factor)
 
     def __getitem__(self, case_id: str) -> CaseData:
         if case_id in self._memory:
@@ -82,12 +82,16 @@ class VolumeSet(Sequence):
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         data = self.store[self.ids[index]]
         label = None if data.label is None else torch.from_numpy(data.label.astype(np.int64))
-        return {
+        item = {
             "image": torch.from_numpy(data.image),
             "label": label,
             "spacing": torch.tensor(data.spacing, dtype=torch.float64),
             "case": self.ids[index],
         }
+        if data.native_label is not None:  # scored at the native resolution (mtssl.data.resample)
+            item["native_label"] = torch.from_numpy(data.native_label.astype(np.int64))
+            item["factor"] = data.factor
+        return item
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

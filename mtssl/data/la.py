@@ -9,6 +9,7 @@ import numpy as np
 
 from mtssl.data.cases import Case, CaseData, DataError, numeric_array, read_list, select_split
 from mtssl.data.dataset import SegmentationData
+from mtssl.data.resample import downsample_case
 from mtssl.registry import DATASETS
 
 __all__ = ["la", "read_h5_case"]
@@ -52,6 +53,7 @@ def la(
     augment: tuple[str | dict[str, Any], ...] = ("rot90", "flip", "crop"),
     fg_crop_prob: float = 0.0,
     seed: int = 1337,
+    downsample: int = 1,
 ) -> SegmentationData:
     """Left Atrium: ``train.list`` (labeled = its first N) and ``test.list``, preloaded into memory.
 
@@ -64,7 +66,12 @@ def la(
         augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
         fg_crop_prob: probability of centring a labeled crop on the foreground.
         seed: for random choices.
+        downsample: shrink every volume by this integer factor (block means; the majority label),
+            for a CPU-scale protocol; test and validation cases are still scored against their native
+            labels, the probabilities upsampled first (:mod:`mtssl.data.resample`).
     """
+    if downsample < 1:
+        raise DataError(f"downsample must be a positive integer factor (1 keeps the native grid), got {downsample}")
     base = Path(root)
     if not base.is_dir():
         raise DataError(f"LA data not found: {base} is not a folder. {HOW_TO_GET}")
@@ -74,10 +81,13 @@ def la(
             raise DataError(f"LA data incomplete: {path} is missing. {HOW_TO_GET}")
     train_ids, test_ids = read_list(lists["train"]), read_list(lists["test"])
 
-    def case(case_id: str) -> Case:
-        return Case(case_id, lambda: read_h5_case(base / case_id / "mri_norm2.h5"))
-
     split = select_split(train_ids, test_ids, labeled, selection, val, seed)
+    scored = {*split.val, *test_ids}
+
+    def case(case_id: str) -> Case:
+        path = base / case_id / "mri_norm2.h5"
+        return Case(case_id, lambda: downsample_case(read_h5_case(path), downsample, 1, case_id in scored))
+
     return SegmentationData(
         [case(i) for i in train_ids],
         [case(i) for i in test_ids],
@@ -88,4 +98,5 @@ def la(
         augment=augment,
         fg_crop_prob=fg_crop_prob,
         preload=True,
+        preprocessing={"normalization": "none", "downsample": downsample},
     )

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mtssl.data.cases import DataError, numeric_array
+from mtssl.data.resample import downsample_image, upsample_probabilities
 from mtssl.engine.checkpoint import load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import largest_component, probabilities_to_labels
 from mtssl.engine.sliding_window import sliding_window
@@ -90,11 +91,13 @@ class Predictor:
         image = self.normalize(self._channels_first(image))
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         output = self.pre["output"]
+        factor = int(self.pre.get("downsample", 1))  # trained on volumes shrunk by this factor
 
         def predict(windows: torch.Tensor) -> torch.Tensor:
             return self.task.to_seg(self.model(windows)[output].float())
 
-        probs = sliding_window(predict, tensor, self.pre["patch"], self.pre["stride"])
+        probs = sliding_window(predict, downsample_image(tensor, factor), self.pre["patch"], self.pre["stride"])
+        probs = upsample_probabilities(probs, tuple(tensor.shape[1:]), factor)
         labels = probabilities_to_labels(probs, self.pre["softmax"], self.pre["threshold"]).cpu().numpy()
         if self.pre["lcc"]:
             labels = largest_component(labels, self.pre["num_classes"])

@@ -1,0 +1,99 @@
+"""Integer downsampling of cases and scoring at the native resolution (a CPU-scale LA protocol)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mtssl import metrics
+from mtssl.data.cases import CaseData, DataError
+from mtssl.data.resample import downsample_case, upsample_probabilities
+from mtssl.engine.evaluate import EvalConfig, evaluate_cases
+from mtssl.registry import DATASETS
+
+
+def test_block_means_majority_labels_and_padding():
+    image = np.arange(5 * 4 * 4, dtype=np.float32).reshape(1, 5, 4, 4)
+    label = np.zeros((5, 4, 4), np.uint8)
+    label[:2, :2, :2] = 2  # one whole block of class 2
+    label[2:4, :2, :2] = 1
+    label[2, 0, 0] = 0  # 7 of 8 voxels: still class 1
+    out = downsample_case(CaseData(image, label, (1.0, 1.0, 2.0)), 2, 2, keep_native=True)
+    assert out.image.shape == (1, 3, 2, 2) and out.label.shape == (3, 2, 2)  # 5 -> padded to 6 -> 3
+    np.testing.assert_allclose(out.image[0, 0, 0, 0], image[0, :2, :2, :2].mean())
+    # The last slab is edge-padded: the mean of slice 4 with itself.
+    np.testing.assert_allclose(out.image[0, 2, 1, 1], image[0, 4, 2:, 2:].mean())
+    assert out.label[0, 0, 0] == 2 and out.label[1, 0, 0] == 1 and out.label[2, 0, 0] == 0
+    assert out.spacing == (2.0, 2.0, 4.0) and out.factor == 2
+    np.testing.assert_array_equal(out.native_label, label)
+    assert downsample_case(CaseData(image, label, (1.0,) * 3), 2, 2, keep_native=False).native_label is None
+
+
+def test_upsampling_puts_each_voxel_at_the_centre_of_its_block():
+    # A map linear along x (its value is the low-resolution index): native voxel j sits at low-res
+    # coordinate (j + 0.5) / 2 - 0.5, which linear interpolation reproduces inside the volume.
+    probs = torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 3, 2).contiguous()
+    up = upsample_probabilities(probs, (7, 6, 4), 2)
+    assert up.shape == (1, 7, 6, 4)
+    j = torch.arange(1, 7, dtype=torch.float32)
+    torch.testing.assert_close(up[0, 1:7, 0, 0], ((j + 0.5) / 2 - 0.5).clamp(0, 3))
+    constant = torch.full((1, 4, 3, 2), 0.3)
+    torch.testing.assert_close(upsample_probabilities(constant, (7, 6, 4), 2), torch.full((1, 7, 6, 4), 0.3))
+    with pytest.raises(ValueError, match="do not match"):
+        upsample_probabilities(probs, (9, 6, 4), 2)
+
+
+def test_bad_factor():
+    case = CaseData(np.zeros((1, 4, 4, 4), np.float32), None, (1.0,) * 3)
+    with pytest.raises(DataError, match="positive integer"):
+        downsample_case(case, 0, 1, keep_native=False)
+    with pytest.raises(DataError, match="larger than the volume"):
+        downsample_case(case, 8, 1, keep_native=False)
+
+
+def test_la_downsampled_trains_small_and_scores_native(la_root):
+    native = DATASETS.create("la", root=str(la_root), labeled=4)
+    small = DATASETS.create("la", root=str(la_root), labeled=4, downsample=2, patch=(48, 48, 32))
+    cid = small.split.labeled[0]
+    full, half = native.store[cid], small.store[cid]
+    assert half.image.shape[1:] == tuple((n + 1) // 2 for n in full.image.shape[1:])
+    assert half.native_label is None  # a training case keeps no native label
+    item = small.test[0]
+    assert item["native_label"].shape == native.test[0]["label"].shape and item["factor"] == 2
+    # The downsampled label, upsampled and scored at the native grid, nearly equals the native label:
+    # a predictor that returns the (downsampled) truth scores Dice close to 1, computed on native voxels.
+    truth = item["label"]
+
+    def oracle(windows: torch.Tensor) -> torch.Tensor:
+        return windows  # the "image" below is the downsampled label itself
+
+    fake = dict(item, image=truth[None].float())
+    cfg = dataclasses.replace(EvalConfig(), patch=list(truth.shape), stride=list(truth.shape), lcc=False)
+    rows = evaluate_cases(oracle, [fake], cfg, truth.shape, 1, False, torch.device("cpu"))
+    assert rows[0]["case"] == item["case"] and rows[0]["dice"] > 0.93
+    direct = metrics.dice(
+        torch.from_numpy(np.kron(truth.numpy(), np.ones((2, 2, 2))) > 0)[None][
+            :, : item["native_label"].shape[0], : item["native_label"].shape[1], : item["native_label"].shape[2]
+        ],
+        item["native_label"][None] > 0,
+    )
+    assert rows[0]["dice"] >= float(direct[0]) - 0.01  # interpolation is no worse than nearest upsampling
+
+
+def test_a_run_on_downsampled_la_predicts_native_volumes(la_root, tmp_path):
+    import mtssl
+    from mtssl.engine.run import train_run
+
+    cfg = {
+        "recipe": {"name": "supervised"},
+        "data": {"name": "la", "root": str(la_root), "labeled": 2, "downsample": 2, "patch": [32, 32, 16]},
+        "model": {"backbone": {"name": "vnet", "n_filters": 4}},
+        "train": {"iterations": 2, "progress": False},
+        "eval": {"patch": [48, 48, 32], "stride": [48, 48, 32], "max_cases": 1},
+    }
+    summary = train_run(cfg, tmp_path / "run")
+    assert summary["cases"] == 1
+    native = DATASETS.create("la", root=str(la_root), labeled=2).test[0]
+    probs, labels = mtssl.load(tmp_path / "run")(native["image"])
+    assert probs.shape[1:] == labels.shape == tuple(native["label"].shape)  # the native grid
