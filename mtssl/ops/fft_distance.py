@@ -56,7 +56,7 @@ def _reach(shape: tuple[int, ...], spacing: tuple[float, ...], radius: float | N
     return tuple(min(n - 1, math.floor(radius / s)) for n, s in zip(shape, spacing))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _spectrum(
     padded: tuple[int, ...],
     reach: tuple[int, ...],
@@ -135,19 +135,10 @@ class _Convolve(torch.autograd.Function):
         return _convolve(grad, spectrum, ctx.padded), None, None
 
 
-@functools.lru_cache(maxsize=32)
-def _window_mass_cached(
-    shape: tuple[int, ...],
-    spacing: tuple[float, ...],
-    h: float,
-    kernel: str,
-    radius: float | None,
-    device: torch.device,
-) -> torch.Tensor:
-    ones = torch.ones((1, *shape), dtype=torch.float64, device=device)
-    return fft_kernel_sum(ones, h, kernel, radius, spacing)[0][0]
-
-
+# Memoised constants (kernel spectra and window masses) per shape, setting and device: a run sees
+# one or two patch shapes, and rebuilding them would add an FFT per call. A few MiB each (65 MiB of
+# complex128 for a 112x112x80 patch's whole-patch spectrum), so only the last few are kept.
+@functools.lru_cache(maxsize=8)
 def window_mass(
     shape: tuple[int, ...],
     spacing: tuple[float, ...],
@@ -161,4 +152,5 @@ def window_mass(
     With ``p + q = 1`` (a probability and its complement) ``K * q = window_mass - K * p``, so a
     signed distance needs one FFT convolution, not two; both sums carry the same absolute round-off.
     """
-    return _window_mass_cached(tuple(shape), tuple(spacing), float(h), kernel, radius, device)
+    ones = torch.ones((1, *shape), dtype=torch.float64, device=device)
+    return fft_kernel_sum(ones, h, kernel, radius, tuple(spacing))[0][0]
