@@ -5,7 +5,13 @@ Layouts: masks and label maps are ``(B, *S)``; network outputs and multi-channel
 """
 
 from mtssl.ops.boundary import boundary, erode, soft_boundary
-from mtssl.ops.conv_distance import foreground_log_probs, normalize_max, soft_distance, soft_signed_distance
+from mtssl.ops.conv_distance import (
+    foreground_log_probs,
+    normalize_max,
+    normalize_signed,
+    soft_distance,
+    soft_signed_distance,
+)
 from mtssl.ops.distance import edt, signed_distance
 from mtssl.ops.losses import binary_cross_entropy, cross_entropy, dice_loss, mse_loss
 
@@ -19,6 +25,7 @@ __all__ = [
     "foreground_log_probs",
     "mse_loss",
     "normalize_max",
+    "normalize_signed",
     "signed_distance",
     "soft_boundary",
     "soft_distance",
