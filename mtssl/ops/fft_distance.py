@@ -93,8 +93,10 @@ def fft_kernel_sum(
 
     Args:
         p: ``(N, *S)`` float64 probabilities (or any non-negative weights), S of length 2 or 3.
-        h, kernel, radius, spacing: as in :func:`mtssl.ops.soft_distance`; ``radius=None`` is the
-            whole patch (up to the cap of :func:`distance_cap`).
+        h: the kernel's scale, > 0.
+        kernel: ``"exp"`` (``exp(-|r| / h)``) or ``"gauss"`` (``exp(-|r|^2 / h)``).
+        radius: the window's radius in spacing units; ``None`` is the whole patch.
+        spacing: voxel size per spatial dim.
 
     Returns:
         ``(N, *S)`` float64 sums, differentiable in ``p``, and the kernel's mass (its sum over the window).
