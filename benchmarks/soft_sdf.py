@@ -29,7 +29,7 @@ import torch
 from common import timed_cpu
 
 from mtssl.ops import edt, signed_distance, soft_signed_distance
-from mtssl.ops.fft_distance import _fast_length
+from mtssl.ops.fft_distance import fast_length
 
 __all__ = ["soft_sdf_rows"]
 
@@ -105,7 +105,7 @@ def exp_terms(shape: tuple[int, ...], kernel: str, h: float, radius: float | Non
 @functools.lru_cache(maxsize=4)
 def fft_bound(maps: int, shape: tuple[int, ...], device: torch.device, repeats: int) -> tuple[float, float]:
     """Wall and CPU seconds of the bare transforms: an rFFT and an inverse per map, forward and backward."""
-    padded = tuple(_fast_length(2 * n - 1) for n in shape)
+    padded = tuple(fast_length(2 * n - 1) for n in shape)
     x = torch.rand(maps, *padded, dtype=torch.float64, device=device)
     dims = tuple(range(1, x.ndim))
 

@@ -20,7 +20,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["FLOOR", "distance_cap", "fft_kernel_sum", "window_mass"]
+__all__ = ["FLOOR", "distance_cap", "fast_length", "fft_kernel_sum", "window_mass"]
 
 # Float64 FFT round-off measured on 2 x 64x64x48 exp(-|r|/2) sums stays below 1e-14 of the kernel's
 # mass; two decades above it, a sum is trusted to about 1 % (benchmarks/targets.py records the error).
@@ -37,7 +37,7 @@ def distance_cap(h: float, kernel: str) -> float:
     return d if kernel == "exp" else math.sqrt(d)
 
 
-def _fast_length(n: int) -> int:
+def fast_length(n: int) -> int:
     """The smallest length >= n whose only prime factors are 2, 3 and 5 (fast for every FFT library)."""
     while True:
         m = n
@@ -105,7 +105,7 @@ def fft_kernel_sum(
     reach = _reach(shape, spacing, radius)
     # Linear, not circular: x - y spans -(n-1)..(n-1), and offsets past the reach carry no weight,
     # so n + reach samples keep every wrapped product at a zero of the kernel.
-    padded = tuple(_fast_length(n + r) for n, r in zip(shape, reach))
+    padded = tuple(fast_length(n + r) for n, r in zip(shape, reach))
     spectrum, mass = _spectrum(padded, reach, spacing, float(h), kernel, radius, p.device)
     return _Convolve.apply(p, spectrum, padded), mass
 
