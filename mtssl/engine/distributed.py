@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,4 +120,8 @@ def session(device: str = "auto", timeout_minutes: float = 30.0) -> Iterator[Dis
         yield _current
     finally:
         _current = Dist()
+        # The Trainer sits in a reference cycle, so its DDP reducer can keep the group alive past this
+        # point; a gloo group left for interpreter shutdown to destroy aborts the process ("terminate
+        # called without an active exception") after a finished run: 3 of 28 two-rank CPU runs did.
+        gc.collect()
         dist.destroy_process_group()

@@ -40,15 +40,21 @@ def train_run(config: Mapping[str, Any], out: str | Path, resume: bool = False) 
     """
     device = str(dict(config.get("train") or {}).get("device", "auto"))
     with distributed.session(device) as dist:
-        trainer = Trainer(config, out, resume=resume)
-        trainer.fit()
-        if not len(trainer.data.test):
-            return None
-        trainer.final_weights()
-        summary = trainer.evaluate("test")
-        if dist.main:
-            write_metrics(Path(out), summary)
-        return summary
+        # The trainer (whose DDP wrapper holds the process group) lives only inside this call, so it is
+        # freed before the session destroys the group.
+        return _train_and_test(config, Path(out), resume, dist.main)
+
+
+def _train_and_test(config: Mapping[str, Any], out: Path, resume: bool, main: bool) -> dict[str, Any] | None:
+    trainer = Trainer(config, out, resume=resume)
+    trainer.fit()
+    if not len(trainer.data.test):
+        return None
+    trainer.final_weights()
+    summary = trainer.evaluate("test")
+    if main:
+        write_metrics(out, summary)
+    return summary
 
 
 def plan_run(config: Mapping[str, Any]) -> dict[str, Any]:
