@@ -1,7 +1,9 @@
 """The literature's semi-supervised recipes, each a short composition of registered terms.
 
 Weights and schedules are the published code's (METHODS.md): the consistency weight ramps as
-``c * exp(-5 (1 - min(t // 150, 40) / 40)^2)``.
+``c * exp(-5 (1 - min(t // 150, 40) / 40)^2)``, full at the end of the 6000-iteration LA schedule.
+Each recipe's ``ramp_divisor`` (150) scales that ramp for a run of another length: a run of N
+iterations ramps over it as the literature's runs do with ``ramp_divisor = N / 40``.
 """
 
 from __future__ import annotations
@@ -22,49 +24,71 @@ def ramp(c: float, divisor: int = 150) -> dict:
 
 
 @RECIPES.register("mean_teacher")
-def mean_teacher(consistency: float = 0.1, ema_decay: float = 0.99) -> Recipe:
+def mean_teacher(consistency: float = 0.1, ema_decay: float = 0.99, ramp_divisor: int = 150) -> Recipe:
     """Mean teacher (UA-MT's code): 0.5 (CE + Dice) on labeled samples + ramped MSE to an EMA teacher.
 
     The teacher sees the unlabeled images plus clamped noise and runs in train mode (dropout on).
+    The consistency weight is full at ``40 * ramp_divisor`` iterations (6000, the LA schedule).
     """
     return Recipe(
         tasks={"seg": {"task": "seg", "softmax": True}},
-        terms=(Term.of(Supervised("seg", dice=0.5, ce=0.5)), Term.of(MeanTeacher("seg"), ramp(consistency))),
+        terms=(
+            Term.of(Supervised("seg", dice=0.5, ce=0.5)),
+            Term.of(MeanTeacher("seg"), ramp(consistency, ramp_divisor)),
+        ),
         teacher=Teacher(ema_decay, "train"),
     )
 
 
 @RECIPES.register("ua_mt")
-def ua_mt(consistency: float = 0.1, ema_decay: float = 0.99, passes: int = 8, max_iterations: int = 6000) -> Recipe:
-    """UA-MT: the mean teacher with consistency masked by the teacher's uncertainty over noisy passes."""
+def ua_mt(
+    consistency: float = 0.1,
+    ema_decay: float = 0.99,
+    passes: int = 8,
+    max_iterations: int = 6000,
+    ramp_divisor: int = 150,
+) -> Recipe:
+    """UA-MT: the mean teacher with consistency masked by the teacher's uncertainty over noisy passes.
+
+    The consistency weight is full at ``40 * ramp_divisor`` iterations, the uncertainty threshold at
+    ``max_iterations`` (both 6000, the LA schedule).
+    """
     return Recipe(
         tasks={"seg": {"task": "seg", "softmax": True}},
         terms=(
             Term.of(Supervised("seg", dice=0.5, ce=0.5)),
-            Term.of(UncertaintyMeanTeacher("seg", passes, max_iterations=max_iterations), ramp(consistency)),
+            Term.of(
+                UncertaintyMeanTeacher("seg", passes, max_iterations=max_iterations), ramp(consistency, ramp_divisor)
+            ),
         ),
         teacher=Teacher(ema_decay, "train"),
     )
 
 
 @RECIPES.register("dtc")
-def dtc(consistency: float = 1.0, sdf_weight: float = 0.3, k: float = 1500.0) -> Recipe:
-    """DTC: Dice(seg) + 0.3 MSE(sdf, SDF(y)) on labeled, + ramped ``mean((sigmoid(-k sdf) - sigmoid(seg))^2)``."""
+def dtc(consistency: float = 1.0, sdf_weight: float = 0.3, k: float = 1500.0, ramp_divisor: int = 150) -> Recipe:
+    """DTC: Dice(seg) + 0.3 MSE(sdf, SDF(y)) on labeled, + ramped ``mean((sigmoid(-k sdf) - sigmoid(seg))^2)``.
+
+    The consistency weight is full at ``40 * ramp_divisor`` iterations (6000, the LA schedule).
+    """
     return Recipe(
         tasks={"seg": {"task": "seg"}, "sdf": {"task": "sdf", "k": k}},
         terms=(
             Term.of(Supervised("seg", dice=1.0, ce=0.0)),
             Term.of(Supervised("sdf"), sdf_weight),
-            Term.of(CrossTask("sdf", "seg", "sdf->seg", {"k": k}, samples="all"), ramp(consistency)),
+            Term.of(CrossTask("sdf", "seg", "sdf->seg", {"k": k}, samples="all"), ramp(consistency, ramp_divisor)),
         ),
     )
 
 
 @RECIPES.register("mcnet")
-def mcnet(decoders: Literal[2, 3] = 2, consistency: float = 1.0, temperature: float = 0.1) -> Recipe:
+def mcnet(
+    decoders: Literal[2, 3] = 2, consistency: float = 1.0, temperature: float = 0.1, ramp_divisor: int = 150
+) -> Recipe:
     """MC-Net (2 decoders) / MC-Net+ (3): 0.5 * Dice per decoder + ramped mutual consistency to sharpened peers.
 
-    Evaluated on the first decoder, as the reference (which loads it into a plain V-Net).
+    Evaluated on the first decoder, as the reference (which loads it into a plain V-Net). The
+    consistency weight is full at ``40 * ramp_divisor`` iterations (6000, the LA schedule).
     """
     up = ("transpose", "linear", "nearest")[:decoders]
     outputs = ["seg"] + [f"seg/{i}" for i in range(1, decoders)]
@@ -72,7 +96,7 @@ def mcnet(decoders: Literal[2, 3] = 2, consistency: float = 1.0, temperature: fl
         tasks={"seg": {"task": "seg", "softmax": True}},
         terms=(
             *(Term.of(Supervised(o, dice=0.5, ce=0.0)) for o in outputs),
-            Term.of(MultiDecoder("seg", decoders, temperature), ramp(consistency)),
+            Term.of(MultiDecoder("seg", decoders, temperature), ramp(consistency, ramp_divisor)),
         ),
         backbone={"name": "mcnet", "up_sampling": list(up)},
     )

@@ -234,3 +234,23 @@ def test_dbisl_ramps_every_unsupervised_and_transformed_term():
     for name, w in weights.items():
         if name.startswith("Supervised"):
             assert w(0) == w(10_000), name  # the supervised terms act from the first step
+
+
+@pytest.mark.parametrize(("name", "ramped_terms"), [("mean_teacher", 1), ("ua_mt", 1), ("dtc", 1), ("mcnet", 1)])
+def test_every_recipe_ramps_its_unsupervised_terms_on_one_schedule(name, ramped_terms):
+    # A CPU grid of 500 iterations ramps every recipe the same way (ramp_divisor 10: full at 400);
+    # the default stays the literature's 6000 iterations.
+    from mtssl.registry import RECIPES
+
+    for divisor, full in ((10, 400), (150, 6000)):
+        recipe = RECIPES.create(name, ramp_divisor=divisor)
+        ramped = [t for t in recipe.terms if type(t.fn).__name__ != "Supervised"]
+        assert len(ramped) == ramped_terms, recipe.terms
+        for t in ramped:
+            w = t.weight
+            assert w(0) == pytest.approx(w.c * math.exp(-5))
+            assert w(full // 2) < w(full - 1) < w.c and w(full) == pytest.approx(w.c) == w(10 * full)
+        for t in recipe.terms:
+            if type(t.fn).__name__ == "Supervised":
+                assert t.weight(0) == t.weight(10 * full)
+
