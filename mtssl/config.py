@@ -45,8 +45,32 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _safe_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+# A config is a few hundred values. YAML aliases can make a few hundred bytes stand for billions of
+# them (an "alias bomb"), which every later copy or walk of the config would expand.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_size(value: Any, budget: int) -> int:
+    """How many values ``value`` holds with every alias expanded, counting no further than ``budget``."""
+    count, stack = 0, [value]
+    while stack and count <= budget:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
+def _safe_load(text: str, source: str = "config") -> Any:
+    data = yaml.load(text, Loader=_Loader)
+    if _expanded_size(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"{source} expands to more than {MAX_CONFIG_VALUES:,} values through YAML aliases (&anchor / *alias); "
+            "a config is a few hundred: write the values out, or alias only small sections"
+        )
+    return data
 
 
 class ConfigError(ValueError):
@@ -74,7 +98,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} (give the path to a .yaml file)")
     try:
-        data = _safe_load(path.read_text())
+        data = _safe_load(path.read_text(), str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if data is None:
@@ -101,7 +125,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         try:
-            value = _safe_load(raw) if raw.strip() else None
+            value = _safe_load(raw, f"override {item!r}") if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: the value is not valid YAML: {exc}") from exc
         node = result

@@ -1,4 +1,5 @@
 import dataclasses
+import time
 from typing import Literal
 
 import pytest
@@ -51,6 +52,31 @@ def test_safe_load_only(tmp_path):
     path.write_text("x: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml(path)
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A flow list whose level i is nine aliases of level i - 1: 9 ** levels values in a few hundred bytes."""
+    items = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    items += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"recipe: {{name: supervised}}\nbomb: {alias_bomb()}\n")
+    assert path.stat().st_size < 600  # the red team's was 527 bytes
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values through YAML aliases"):
+        load_config(path, ["train.iterations=2"])
+    assert time.perf_counter() - start < 2
+    with pytest.raises(ConfigError, match=r"override 'x=.*expands to more than"):
+        apply_overrides({}, [f"x={alias_bomb()}"])
+
+
+def test_small_aliases_still_load(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("data: {patch: &p [64, 64, 32]}\neval: {patch: *p}\n")
+    assert load_yaml(path) == {"data": {"patch": [64, 64, 32]}, "eval": {"patch": [64, 64, 32]}}
 
 
 def test_missing_file_and_non_mapping(tmp_path):

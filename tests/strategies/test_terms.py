@@ -253,4 +253,3 @@ def test_every_recipe_ramps_its_unsupervised_terms_on_one_schedule(name, ramped_
         for t in recipe.terms:
             if type(t.fn).__name__ == "Supervised":
                 assert t.weight(0) == t.weight(10 * full)
-
