@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is corrupt (checksum mismatch); use an earlier checkpoint")
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # PyTorch's own message suggests weights_only=False, which would run the file's code: keep only its reason.
+        reason = re.search(r"WeightsUnpickler error: ([^\n]*?)\.(?:\s|$)", str(exc))
+        raise CheckpointError(
+            f"{path} is refused: it holds a pickled object that a weights-only load does not allow"
+            f"{f' ({reason.group(1)})' if reason else ''}. Loading it could run code, so mtssl never does; "
+            "use a checkpoint that mtssl wrote"
+        ) from None
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable mtssl checkpoint: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:

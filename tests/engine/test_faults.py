@@ -181,6 +181,10 @@ def test_checkpoints_load_weights_only(tmp_path):
     payload = buffer.getvalue()
     path = tmp_path / "evil.pt"
     path.write_bytes(ckpt_module.MAGIC + hashlib.sha256(payload).hexdigest().encode() + payload)  # a valid checksum
-    with pytest.raises(CheckpointError, match=r"evil\.pt is not a readable mtssl checkpoint: UnpicklingError"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt is refused: it holds a pickled object") as refused:
         load_checkpoint(path)
     assert not marker.exists()  # nothing ran
+    message = str(refused.value)
+    assert "weights_only" not in message and "False" not in message  # PyTorch's hint is not passed on
+    assert "open" in message  # the reason: the global it would have called
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
