@@ -86,7 +86,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print("dry run (nothing trained): " + ", ".join(f"{k}={v}" for k, v in plan.items()) + f", out={out}")
         return 0
     try:
-        summary = train_run(config, out, resume=args.resume)
+        summary = train_run(config, out, resume=args.resume, allow_config_change=args.allow_config_change)
     except TrainingInterrupted as stop:
         if os.environ.get("RANK", "0") == "0":
             print(f"mtssl train: {stop}; continue with --resume", file=sys.stderr)
@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--out", help="the run folder (default: runs/<config name>)")
     p_train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
     p_train.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: continue even where the config differs from the checkpoint's (recorded in the run)",
+    )
+    p_train.add_argument(
         "--dry-run", action="store_true", help="check the config and overrides, print the plan, train nothing"
     )
     p_train.set_defaults(func=_cmd_train)
@@ -227,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mtssl.config import ConfigError
     from mtssl.data.cases import DataError
     from mtssl.engine.checkpoint import CheckpointError
+    from mtssl.engine.records import RunFolderError
     from mtssl.registry import RegistryError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -239,6 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError, RegistryError) as exc:
+    except (ConfigError, DataError, CheckpointError, RegistryError, RunFolderError) as exc:
         print(f"mtssl {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     began = time.time()
-    train_run(cell.config, folder, resume=(folder / "checkpoints" / "last.pt").is_file())
+    train_run(cell.config, folder, resume=any((folder / "checkpoints").glob("*.pt")))
     seconds = time.perf_counter() - start
     records = (folder / "log.jsonl").read_text().splitlines()
     timing = {

@@ -7,12 +7,14 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from mtssl.config import apply_overrides, build_dataclass
 from mtssl.engine import distributed
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
+from mtssl.engine.records import RunLock, remove_stale_temp_files
 from mtssl.engine.trainer import RunConfig, Trainer, backbone_config, build_recipe, named_section
 from mtssl.registry import BACKBONES, DATASETS
 
@@ -32,21 +34,29 @@ def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:
         writer.writerows(rows)
 
 
-def train_run(config: Mapping[str, Any], out: str | Path, resume: bool = False) -> dict[str, Any] | None:
+def train_run(
+    config: Mapping[str, Any], out: str | Path, resume: bool = False, allow_config_change: bool = False
+) -> dict[str, Any] | None:
     """Train, then test on the test split (if any) with the selected weights; returns the summary.
 
+    The run folder is locked for the whole run (:class:`~mtssl.engine.records.RunLock`: a second
+    process fails naming this one's pid), and the temp files of killed writes are removed first.
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank joins the process group for the run:
-    DDP training, sharded testing, and rank 0 writing the files.
+    DDP training, sharded testing, and rank 0 writing (and locking) the folder.
     """
     device = str(dict(config.get("train") or {}).get("device", "auto"))
-    with distributed.session(device) as dist:
+    with distributed.session(device) as dist, RunLock(out) if dist.main else nullcontext():
+        if dist.main:
+            remove_stale_temp_files(out)
         # The trainer (whose DDP wrapper holds the process group) lives only inside this call, so it is
         # freed before the session destroys the group.
-        return _train_and_test(config, Path(out), resume, dist.main)
+        return _train_and_test(config, Path(out), resume, allow_config_change, dist.main)
 
 
-def _train_and_test(config: Mapping[str, Any], out: Path, resume: bool, main: bool) -> dict[str, Any] | None:
-    trainer = Trainer(config, out, resume=resume)
+def _train_and_test(
+    config: Mapping[str, Any], out: Path, resume: bool, allow_config_change: bool, main: bool
+) -> dict[str, Any] | None:
+    trainer = Trainer(config, out, resume=resume, allow_config_change=allow_config_change)
     trainer.fit()
     if not len(trainer.data.test):
         return None
@@ -104,9 +114,10 @@ def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | P
     state = load_checkpoint(ckpt)
     config = apply_overrides(state["config"], overrides)
     run_dir = Path(out) if out is not None else ckpt.parent.parent
-    trainer = Trainer(config, run_dir)
-    load_state_checked(trainer.model, state["model"], str(ckpt))
-    summary = trainer.evaluate("test")
-    summary["checkpoint"] = str(ckpt)
-    write_metrics(run_dir, summary)
+    with RunLock(run_dir):  # not while a training run writes the same folder
+        trainer = Trainer(config, run_dir)
+        load_state_checked(trainer.model, state["model"], str(ckpt))
+        summary = trainer.evaluate("test")
+        summary["checkpoint"] = str(ckpt)
+        write_metrics(run_dir, summary)
     return summary

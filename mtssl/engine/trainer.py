@@ -6,7 +6,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -21,10 +23,11 @@ import mtssl
 from mtssl.config import ConfigError, build_dataclass
 from mtssl.data.dataset import SegmentationData
 from mtssl.engine import distributed
-from mtssl.engine.checkpoint import load_checkpoint, load_state_checked, save_checkpoint
+from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint
 from mtssl.engine.ema import EMATeacher
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
 from mtssl.engine.optim import LRSchedule, Optimizer, build_optimizer
+from mtssl.engine.records import RunLog, config_changes
 from mtssl.model import MultiTaskModel, build_model
 from mtssl.recipes.base import Recipe
 from mtssl.registry import DATASETS, RECIPES
@@ -61,7 +64,9 @@ class TrainConfig:
 
     Under ``torchrun`` the batch sizes are per rank; ``sync_batchnorm`` (CUDA only) shares batch
     statistics across ranks and ``find_unused_parameters`` is DDP's option of that name, for
-    recipes that leave a head out of some steps.
+    recipes that leave a head out of some steps. ``keep_checkpoints`` is how many periodic
+    checkpoints are kept: ``last.pt`` and the ``keep_checkpoints - 1`` before it
+    (``checkpoints/iter-<N>.pt``), which a resume falls back to when ``last.pt`` is damaged.
     """
 
     iterations: int = 6000
@@ -77,6 +82,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
     log_every: int = 50
     nan_check_every: int = 50
     nan_policy: Literal["stop", "skip"] = "stop"
@@ -181,16 +187,23 @@ class Trainer:
         config: the run's config mapping (validated into :class:`RunConfig`).
         out: the run folder: ``config.yaml``, ``split.json``, ``log.jsonl``, ``checkpoints/``,
             ``metrics.json`` and ``metrics.csv``.
-        resume: continue from ``out/checkpoints/last.pt`` when it exists.
+        resume: continue from ``out/checkpoints/last.pt`` when it exists (from the newest earlier
+            checkpoint when ``last.pt`` is damaged).
+        allow_config_change: resume even where ``config`` differs from the checkpoint's (otherwise
+            refused, naming the keys); the change is recorded in ``out/config_changes.jsonl``.
     """
 
-    def __init__(self, config: Mapping[str, Any], out: str | Path, resume: bool = False) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], out: str | Path, resume: bool = False, allow_config_change: bool = False
+    ) -> None:
         self.raw = _plain(config)
         self.cfg = build_dataclass(RunConfig, config)
         self.out = Path(out)
         tc = self.cfg.train
         self.dist = distributed.current()
         self.device = self.dist.device if self.dist.enabled else distributed.pick_device(tc.device)
+        if tc.keep_checkpoints < 1:
+            raise ConfigError(f"train.keep_checkpoints must be at least 1 (last.pt), got {tc.keep_checkpoints}")
         if tc.sync_batchnorm and self.device.type != "cuda":
             raise ConfigError(
                 "train.sync_batchnorm needs CUDA: SyncBatchNorm has no CPU implementation (gloo ranks keep "
@@ -234,12 +247,15 @@ class Trainer:
         self.sampler = self.loader.batch_sampler
         self.iteration, self.epoch, self.batch_in_epoch, self.best = 0, 0, 0, -math.inf
         self.skipped, self._signal = 0, None
+        self._saved_at: int | None = None  # the iteration of the last.pt this trainer wrote or resumed from
         self.ckpt_dir = self.out / "checkpoints"
-        last = self.ckpt_dir / "last.pt"
-        if resume and last.is_file():
-            self._restore(load_checkpoint(last, self.device))
-        elif resume:
-            log.warning("no checkpoint at %s; starting from scratch", last)
+        if resume:
+            found = self._load_resume_state()
+            if found is None:
+                log.warning("no checkpoint in %s; starting from scratch", self.ckpt_dir)
+            else:
+                self._check_config(found[1], allow_config_change)
+                self._restore(*found)
 
     # ----- checkpoints -------------------------------------------------------------------------
     def preprocessing(self) -> dict[str, Any]:
@@ -285,8 +301,58 @@ class Trainer:
             "preprocessing": self.preprocessing(),
         }
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        load_state_checked(self.model, state["model"], str(self.ckpt_dir / "last.pt"))
+    def history(self) -> list[Path]:
+        """The earlier checkpoints kept beside ``last.pt``, newest first."""
+        return sorted(self.ckpt_dir.glob("iter-*.pt"), reverse=True)
+
+    def _load_resume_state(self) -> tuple[Path, dict[str, Any]] | None:
+        """``last.pt``, or the newest earlier checkpoint that loads when ``last.pt`` is missing or damaged."""
+        last = self.ckpt_dir / "last.pt"
+        failure = None
+        for path in [last, *self.history()]:
+            if not path.is_file():
+                continue
+            try:
+                state = load_checkpoint(path, self.device)
+            except CheckpointError as exc:
+                log.warning("%s; trying the checkpoint before it", exc)
+                failure = exc
+                continue
+            if path != last:
+                log.warning("resuming from %s, the newest checkpoint that loads", path)
+            return path, state
+        if failure is not None:
+            raise CheckpointError(f"no checkpoint in {self.ckpt_dir} loads; the last failure: {failure}")
+        return None
+
+    def _check_config(self, state: Mapping[str, Any], allowed: bool) -> None:
+        """Refuse a resume whose config differs from the checkpoint's, unless ``allowed`` (then record it)."""
+        saved = state.get("config")
+        if not isinstance(saved, Mapping):
+            return
+        try:
+            before = _plain(build_dataclass(RunConfig, saved))
+        except ConfigError:
+            before = dict(saved)  # written by another mtssl version: compare it as it is
+        changes = config_changes(before, _plain(self.cfg))
+        if not changes:
+            return
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in list(changes.items())[:6]))
+        more = f" (and {len(changes) - 6} more)" if len(changes) > 6 else ""
+        if not allowed:
+            raise ConfigError(
+                f"--resume with a config that differs from the checkpoint's in {len(changes)} key(s): {listed}{more}. "
+                f"Resume with the run's own config ({self.out / 'config.yaml'}), or pass --allow-config-change "
+                "to continue with the new values"
+            )
+        log.warning("resuming with a changed config: %s%s", listed, more)
+        if self.dist.main:
+            record = {"iteration": int(state["iteration"]), "changed": {k: list(v) for k, v in changes.items()}}
+            with open(self.out / "config_changes.jsonl", "a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+
+    def _restore(self, path: Path, state: dict[str, Any]) -> None:
+        load_state_checked(self.model, state["model"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.teacher is not None:
             self.teacher.model.load_state_dict(state["teacher"])
@@ -304,15 +370,44 @@ class Trainer:
         self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
         self.batch_in_epoch, self.best = int(state["batch_in_epoch"]), float(state["best"])
         self.skipped = int(state.get("skipped", 0))
-        log.info("resumed at iteration %d", self.iteration)
+        if path.name == "last.pt":
+            self._saved_at = self.iteration
+        log.info("resumed at iteration %d from %s", self.iteration, path)
 
     def save(self, name: str = "last.pt") -> Path:
-        """Write ``checkpoints/<name>`` atomically (rank 0; every rank must call it under DDP)."""
+        """Write ``checkpoints/<name>`` atomically (rank 0; every rank must call it under DDP).
+
+        Before ``last.pt`` is replaced, the one it replaces stays as ``iter-<N>.pt`` (a hard link, so it
+        costs no space until the new one lands), up to ``train.keep_checkpoints - 1`` of them.
+        """
         state, path = self.state(), self.ckpt_dir / name
         if self.dist.main:
+            if name == "last.pt":
+                self._keep_previous(path)
             save_checkpoint(path, state)
+            if name == "last.pt":
+                self._saved_at = self.iteration
         self.dist.barrier()  # nobody reads it before it is there
         return path
+
+    def _keep_previous(self, last: Path) -> None:
+        keep = self.cfg.train.keep_checkpoints - 1
+        if keep > 0 and last.is_file():
+            previous = self._saved_at
+            if previous is None:  # a last.pt this trainer did not write or resume from
+                try:
+                    previous = int(load_checkpoint(last)["iteration"])
+                except CheckpointError as exc:  # a damaged last.pt is not worth keeping
+                    log.warning("not kept: %s", exc)
+            if previous is not None:
+                kept = self.ckpt_dir / f"iter-{previous:07d}.pt"
+                if previous != self.iteration and not kept.exists():
+                    try:
+                        os.link(last, kept)
+                    except OSError:  # a file system without hard links
+                        shutil.copy2(last, kept)
+        for old in self.history()[max(keep, 0) :]:
+            old.unlink(missing_ok=True)
 
     # ----- the step ----------------------------------------------------------------------------
     def _forward_teacher(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -396,12 +491,13 @@ class Trainer:
         """Train to ``train.iterations``, checkpointing, logging and (optionally) selecting on val/test."""
         tc = self.cfg.train
         self.write_run_files()
-        self._trim_log()
+        if self.dist.main:
+            RunLog.trim(self.out / "log.jsonl", self.iteration)
         self._sums: dict[str, torch.Tensor] = {}
         self._count, self._tick, self._start_it = 0, time.perf_counter(), self.iteration
         main = self.dist.main
         progress = _Progress(tc.iterations, self.iteration, enabled=tc.progress and main)
-        log_file = open(self.out / "log.jsonl", "a") if main else nullcontext()
+        log_file = RunLog(self.out / "log.jsonl") if main else nullcontext()
         with _StopOnSignals(self), progress, log_file:
             while self.iteration < tc.iterations:
                 self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch)
@@ -447,28 +543,17 @@ class Trainer:
             "iteration": self.iteration,
             "lr": self.optimizer.param_groups[0]["lr"],
             "it_per_s": (self.iteration - self._start_it) / max(now - self._tick, 1e-9),
+            # the iterations these means cover: after a resume, only those since the resume
+            "window": [self._start_it + 1, self.iteration],
             "skipped_steps": self.skipped,
             **{f"loss/{k}": v for k, v in values.items()},
             **{f"weight/{i}": t.weight(self.iteration - 1) for i, t in enumerate(self.recipe.terms)},
         }
         self._check_finite({k: torch.tensor(v) for k, v in values.items()})
         if self.dist.main:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+            log_file.write(record)
             progress.update(self.iteration, record)
         self._sums, self._count, self._tick, self._start_it = {}, 0, now, self.iteration
-
-    def _trim_log(self) -> None:
-        """Drop log records past the resumed iteration, so no iteration is logged twice."""
-        path = self.out / "log.jsonl"
-        if not (self.dist.main and path.is_file()):
-            return
-        lines = path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["iteration"] <= self.iteration]
-        if len(kept) != len(lines):
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            tmp.replace(path)
 
     def _check_finite(self, parts: Mapping[str, torch.Tensor]) -> None:
         values = torch.stack([v.float() for v in parts.values()])

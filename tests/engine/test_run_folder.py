@@ -1,0 +1,285 @@
+"""The run folder under faults: one writer, no debris, a log that survives a full disk, checkpoint history,
+and resumes that refuse a changed config."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import yaml
+
+from mtssl.cli import main
+from mtssl.config import ConfigError
+from mtssl.engine.checkpoint import load_checkpoint
+from mtssl.engine.records import RunFolderError, RunLock, RunLog, remove_stale_temp_files
+from mtssl.engine.run import train_run
+from mtssl.engine.trainer import Trainer
+from mtssl.recipes.base import Recipe, Term
+from tests.engine.test_train import tiny_config
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def logged(folder):
+    return [json.loads(line)["iteration"] for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def wait_for(condition, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_second_train_into_the_same_folder_is_refused(tmp_path, capsys):
+    first_cfg = tiny_config(iterations=40, log_every=1, checkpoint_every=20)
+    path = tmp_path / "first.yaml"
+    path.write_text(yaml.safe_dump(first_cfg))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "mtssl", "train", str(path), "--out", str(run)]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (run / "log.jsonl").is_file() and (run / "log.jsonl").read_text(), "the first run's log")
+        second = tiny_config(iterations=3, seed=7)
+        second_path = tmp_path / "second.yaml"
+        second_path.write_text(yaml.safe_dump(second))
+        assert main(["train", str(second_path), "--out", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another mtssl process (pid {first.pid})" in err and "another --out" in err
+        assert first.poll() is None  # the first run goes on
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    # The first run's folder is its own: its config, every iteration logged once, its metrics.
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == 1337
+    assert logged(run) == list(range(1, 41))
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 40
+    assert (run / "metrics.json").is_file()
+
+
+def test_the_lock_dies_with_its_process(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from mtssl.engine.records import RunLock\nheld = RunLock({str(tmp_path)!r}).__enter__()\n"
+            "import time; time.sleep(60)",
+        ],
+    )
+    wait_for(lambda: (tmp_path / ".lock").is_file() and (tmp_path / ".lock").read_text().strip(), "the lock")
+    with pytest.raises(RunFolderError, match=f"pid {holder.pid}"), RunLock(tmp_path):
+        pass
+    holder.kill()  # kill -9: no clean-up code runs
+    holder.wait()
+    with RunLock(tmp_path):  # the kernel dropped the lock with the process
+        assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+
+
+SLOW_SECOND_FSYNC = """
+import os, sys, time
+from pathlib import Path
+import mtssl.engine.checkpoint as ckpt
+from mtssl.cli import main
+
+calls = []
+real = os.fsync
+
+def fsync(fd):
+    calls.append(fd)
+    if len(calls) == 2:  # the second checkpoint: stop with its temp file written, and wait for the kill
+        Path(sys.argv[2]).write_text("writing")
+        time.sleep(600)
+    real(fd)
+
+ckpt.os.fsync = fsync
+sys.exit(main(["train", sys.argv[1], "--out", sys.argv[3]]))
+"""
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_debris_the_next_start_removes(tmp_path):
+    cfg = tiny_config(iterations=12, checkpoint_every=4, log_every=1)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run, marker = tmp_path / "run", tmp_path / "writing"
+    script = tmp_path / "slow.py"
+    script.write_text(textwrap.dedent(SLOW_SECOND_FSYNC))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(path), str(marker), str(run)], env=env)
+    wait_for(marker.exists, "the second checkpoint write")
+    temp = list((run / "checkpoints").glob(".last.pt.*.tmp"))
+    assert len(temp) == 1 and temp[0].stat().st_size > 0  # the write is under way
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert temp[0].exists()  # a kill -9 leaves it: nothing of the process runs
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 4
+
+    summary = train_run(cfg, run, resume=True)
+    assert not list((run / "checkpoints").glob("*.tmp")) and not list(run.glob("*.tmp"))
+    assert summary is not None and load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 12
+    assert logged(run) == list(range(1, 13))
+
+
+def test_remove_stale_temp_files(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    debris = [tmp_path / "checkpoints" / ".last.pt.123.tmp", tmp_path / "metrics.json.tmp", tmp_path / "log.jsonl.tmp"]
+    keep = [tmp_path / "checkpoints" / "last.pt", tmp_path / "log.jsonl"]
+    for p in debris + keep:
+        p.write_bytes(b"x")
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(debris)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in debris)
+
+
+class _HalfThenFull:
+    """A log file whose disk fills up in the middle of a line."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, text):
+        self.file.write(text[: len(text) // 2])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def test_a_full_disk_on_the_log_fails_clearly_and_resumes_cleanly(tmp_path, monkeypatch):
+    cfg = tiny_config(iterations=12, checkpoint_every=4, log_every=1)
+    enter = RunLog.__enter__
+    writes = []
+
+    def full_after_six(self):
+        enter(self)
+        real_write = self.write
+
+        def write(record):
+            writes.append(record["iteration"])
+            if record["iteration"] == 6:
+                self._file = _HalfThenFull(self._file)
+            real_write(record)
+
+        self.write = write
+        return self
+
+    monkeypatch.setattr(RunLog, "__enter__", full_after_six)
+    with pytest.raises(
+        RunFolderError, match=r"could not write .*log\.jsonl \(No space left on device\) at iteration 6"
+    ):
+        train_run(cfg, tmp_path)
+    monkeypatch.undo()
+    assert logged(tmp_path) == [1, 2, 3, 4, 5]  # the half line was taken back
+    train_run(cfg, tmp_path, resume=True)
+    assert logged(tmp_path) == list(range(1, 13))
+
+
+def test_resume_drops_a_torn_last_line(tmp_path, caplog):
+    cfg = tiny_config(iterations=6, checkpoint_every=3, log_every=1)
+    trainer = Trainer(cfg, tmp_path)
+    terms = trainer.recipe.terms
+
+    def crash_in_step_5(ctx):
+        if ctx.iteration == 4:
+            raise _Crash("a bug in a loss term")
+        return {}
+
+    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(*terms, Term.of(crash_in_step_5)))
+    with pytest.raises(_Crash):
+        trainer.fit()
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"iteration": 5, "lr": 0.0')  # a write cut by a kill or a full disk
+    train_run(cfg, tmp_path, resume=True)
+    assert "dropped line 5, a torn or foreign record" in caplog.text
+    assert logged(tmp_path) == list(range(1, 7))
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+    cfg = tiny_config(iterations=9, checkpoint_every=3, log_every=1, deterministic=True)
+    straight = tmp_path / "straight"
+    train_run(cfg, straight)
+    kept = sorted(p.name for p in (straight / "checkpoints").glob("*.pt"))
+    assert kept == ["iter-0000006.pt", "last.pt"]  # keep_checkpoints = 2: last.pt and the one before
+
+    trainer = Trainer(cfg, tmp_path / "broken")
+    terms = trainer.recipe.terms
+
+    def crash(ctx):
+        if ctx.iteration == 7:
+            raise _Crash("a bug in a loss term")
+        return {}
+
+    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(*terms, Term.of(crash)))
+    with pytest.raises(_Crash):
+        trainer.fit()
+    last = tmp_path / "broken" / "checkpoints" / "last.pt"
+    data = bytearray(last.read_bytes())
+    data[-100] ^= 0xFF  # a bit flip on disk
+    last.write_bytes(bytes(data))
+
+    resumed = Trainer(cfg, tmp_path / "broken", resume=True)
+    assert resumed.iteration == 3
+    assert "checksum mismatch" in caplog.text and "iter-0000003.pt, the newest checkpoint that loads" in caplog.text
+    resumed.fit()
+    assert logged(tmp_path / "broken") == list(range(1, 10))
+    a, b = load_checkpoint(straight / "checkpoints" / "last.pt"), load_checkpoint(last)
+    assert all((a["model"][k] == b["model"][k]).all() for k in a["model"])  # the same run as without the fault
+
+
+def test_keep_checkpoints_keeps_the_last_n(tmp_path):
+    train_run(tiny_config(iterations=10, checkpoint_every=2, keep_checkpoints=3), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == [
+        "iter-0000006.pt",
+        "iter-0000008.pt",
+        "last.pt",
+    ]
+    with pytest.raises(ConfigError, match="keep_checkpoints must be at least 1"):
+        Trainer(tiny_config(keep_checkpoints=0), tmp_path / "none")
+
+
+def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2, checkpoint_every=2)))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run)]) == 0
+    before = (run / "config.yaml").read_text()
+    code = main(["train", str(path), "--out", str(run), "--resume", "train.iterations=4", "train.optimizer.lr=0.001"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "differs from the checkpoint's in 2 key(s)" in err
+    assert "train.iterations: 2 -> 4" in err and "train.optimizer.lr: 0.01 -> 0.001" in err
+    assert "--allow-config-change" in err
+    assert (run / "config.yaml").read_text() == before  # nothing overwritten
+    # Watching a run differently is no change; the same config resumes silently.
+    Trainer({**tiny_config(iterations=2, checkpoint_every=2, progress=True)}, run, resume=True)
+    args = ["train", str(path), "--out", str(run), "--resume", "--allow-config-change", "train.iterations=4"]
+    assert main(args) == 0
+    changes = [json.loads(line) for line in (run / "config_changes.jsonl").read_text().splitlines()]
+    assert changes == [{"iteration": 2, "changed": {"train.iterations": [2, 4]}}]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 4
+
+
+def test_the_first_record_after_a_resume_says_what_it_averages(tmp_path):
+    cfg = tiny_config(iterations=10, checkpoint_every=3, log_every=5)
+    trainer = Trainer(cfg, tmp_path)
+    terms = trainer.recipe.terms
+
+    def crash(ctx):
+        if ctx.iteration == 4:
+            raise _Crash("a bug in a loss term")
+        return {}
+
+    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(*terms, Term.of(crash)))
+    with pytest.raises(_Crash):
+        trainer.fit()
+    Trainer(cfg, tmp_path, resume=True).fit()  # resumed at 3
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["window"]) for r in records] == [(5, [4, 5]), (10, [6, 10])]
