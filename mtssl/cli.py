@@ -82,7 +82,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         from mtssl.engine.run import plan_run
 
-        plan = plan_run(config)
+        plan = plan_run(config, check_data=not args.no_data_check)
         print("dry run (nothing trained): " + ", ".join(f"{k}={v}" for k, v in plan.items()) + f", out={out}")
         return 0
     try:
@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_train.add_argument(
         "--dry-run", action="store_true", help="check the config and overrides, print the plan, train nothing"
+    )
+    p_train.add_argument(
+        "--no-data-check",
+        action="store_true",
+        help="with --dry-run: check the config only, not every case of the data (which reads each file once)",
     )
     p_train.set_defaults(func=_cmd_train)
 

@@ -10,7 +10,9 @@ How a block is run (docs/contributing.md says the same, for people writing docs)
   ``python`` commands: the documented quick override of a command that would take too long.
 - ``<!-- docs-test: dry-run -->`` marks GPU and multi-node commands: ``mtssl`` gets ``--dry-run``,
   ``torchrun``'s own flags are checked by torch's launcher parser and its ``mtssl`` part runs with
-  ``--dry-run`` and the world size it would have.
+  ``--dry-run`` and the world size it would have. A ``train`` dry run also gets ``--no-data-check``:
+  reading every LA volume once per command would cost about 10 s each (tests/engine checks the data
+  checks).
 - ``make demo`` runs with ``DEMO_ARGS=--quick``; ``make test`` (which runs this file) is checked
   with ``make -n``; ``pip install PATH`` installs into the sandbox, not into the environment.
 - Any other program fails the test: the docs hold only commands this file knows how to run.
@@ -79,6 +81,11 @@ def commands(code: str) -> list[list[str]]:
     return [argv for line in joined.splitlines() if (argv := shlex.split(line, comments=True))]
 
 
+def dry(args: list[str]) -> list[str]:
+    """``args`` as a dry run (a ``train`` one without the per-case data check)."""
+    return [*args, "--dry-run", *(["--no-data-check"] if args[:1] == ["train"] else [])]
+
+
 class Sandbox:
     def __init__(self, root: Path, la_root: Path, data_dir: Path) -> None:
         self.cwd = root / "page"
@@ -138,7 +145,7 @@ class Sandbox:
         assert launcher.module and launcher.training_script == "mtssl", "document torchrun ... -m mtssl"
         nodes = int(str(launcher.nnodes).split(":")[-1])
         world = nodes * int(launcher.nproc_per_node)
-        self.mtssl([*launcher.training_script_args, "--dry-run"], {**env, "WORLD_SIZE": str(world)})
+        self.mtssl(dry([*launcher.training_script_args]), {**env, "WORLD_SIZE": str(world)})
 
     def run(self, argv: list[str], directives: dict[str, str]) -> None:
         env = {}
@@ -149,7 +156,7 @@ class Sandbox:
         quick = shlex.split(directives.get("quick", ""))
         dry_run = "dry-run" in directives
         if program == "mtssl":
-            self.mtssl([*args, *quick, *(["--dry-run"] if dry_run else [])], env)
+            self.mtssl(dry([*args, *quick]) if dry_run else [*args, *quick], env)
         elif program == "torchrun":
             self.torchrun([*args, *quick], env, dry_run)
         elif program in ("python", "python3"):

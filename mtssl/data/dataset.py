@@ -41,6 +41,20 @@ class CaseStore:
             return self._memory[case_id]
         return self._load(self.cases[case_id])
 
+    def check_all(self, in_channels: int) -> int:
+        """Load and check every case (shape, dtype, NaN/Inf, label values, channels), one at a time.
+
+        Nothing is kept beyond what ``preload`` keeps anyway. Returns how many cases were checked.
+        """
+        for case in self.cases.values():
+            data = self[case.id]
+            if data.image.shape[0] != in_channels:
+                raise DataError(
+                    f"case {case.id}: {data.image.shape[0]} image channels where the other cases have {in_channels}; "
+                    "every case needs the same channels"
+                )
+        return len(self.cases)
+
 
 class TrainSet(Dataset):
     """Augmented training patches; index with ``(index, seed)`` pairs from :class:`TwoStreamBatchSampler`.
@@ -150,6 +164,13 @@ class SegmentationData:
         self.test = VolumeSet(self.store, [c.id for c in test_cases])
         first = self.store[wanted[0]]
         self.in_channels = first.image.shape[0]
+
+    def check(self) -> int:
+        """Check every case before a run: a bad one fails in seconds, not mid-run or after training.
+
+        Returns how many cases were checked (see :meth:`CaseStore.check_all`).
+        """
+        return self.store.check_all(self.in_channels)
 
     @property
     def labeled_indices(self) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,8 @@ from mtssl.registry import DATASETS
 
 __all__ = ["msd", "normalize_volume", "read_nifti"]
 
+log = logging.getLogger(__name__)
+
 
 def _case_id(path: str) -> str:
     name = Path(path).name
@@ -23,8 +26,11 @@ def _case_id(path: str) -> str:
     return name
 
 
-def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A NIfTI volume as ``(C, X, Y, Z)`` float32 (4D images: the last axis becomes channels) and its spacing."""
+def read_nifti(path: Path, channels: int | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A NIfTI volume as ``(C, X, Y, Z)`` float32 (4D images: the last axis becomes channels) and its spacing.
+
+    ``channels`` (when given) is how many the file must hold: 1 for a label map or a one-modality image.
+    """
     import nibabel as nib
 
     if not path.is_file():
@@ -34,9 +40,46 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises several types for corrupt files
         raise DataError(f"{path} is not a readable NIfTI file: {exc}") from exc
+    if data.ndim not in (3, 4):
+        raise DataError(f"{path} has shape {data.shape}; expected a 3D volume (X, Y, Z) or 4D (X, Y, Z, channels)")
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     data = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
+    if channels is not None and data.shape[0] != channels:
+        what = "a 3D volume" if channels == 1 else f"{channels} channels (dataset.json's modality)"
+        raise DataError(f"{path} holds {data.shape[0]} channels (shape {tuple(img.shape)}); expected {what}")
     return data, spacing
+
+
+def _inside(base: Path, relative: Any, where: str) -> Path:
+    """``base / relative``, refusing a path that leaves ``base`` (``..``, an absolute path, a link out)."""
+    if not isinstance(relative, str) or not relative:
+        raise DataError(f"{where} must be a file path inside the data folder, got {relative!r}")
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base.resolve()):
+        raise DataError(
+            f"{where} = {relative!r} leaves the data folder {base}; dataset.json may only name files inside it"
+        )
+    return path
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{meta_path} is not valid JSON ({exc}); an MSD dataset.json is a JSON object") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path} holds a JSON {type(meta).__name__}; an MSD dataset.json is a JSON object")
+    training = meta.get("training")
+    if not isinstance(training, list) or not training:
+        raise DataError(f"{meta_path} lists no training cases (a 'training' list of image/label entries)")
+    for i, entry in enumerate(training):
+        missing = [k for k in ("image", "label") if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise DataError(
+                f"{meta_path}: training entry {i} ({entry!r:.80}) has no {' or '.join(repr(k) for k in missing)}; "
+                "each entry needs 'image' and 'label'"
+            )
+    return meta
 
 
 def normalize_volume(image: np.ndarray, mode: str, window: tuple[float, float]) -> np.ndarray:
@@ -86,16 +129,33 @@ def msd(
     meta_path = base / "dataset.json"
     if not meta_path.is_file():
         raise DataError(f"{meta_path} not found: an MSD folder holds dataset.json, imagesTr/ and labelsTr/")
-    meta = json.loads(meta_path.read_text())
-    entries = {_case_id(e["image"]): e for e in meta.get("training", [])}
-    if not entries:
-        raise DataError(f"{meta_path} lists no training cases")
+    meta = _read_meta(meta_path)
+    entries = {_case_id(e["image"]): e for e in meta["training"]}
+    paths = {
+        _case_id(e["image"]): tuple(
+            _inside(base, e[k], f"{meta_path} training entry {i} {k}") for k in ("image", "label")
+        )
+        for i, e in enumerate(meta["training"])
+    }
     classes = num_classes if num_classes is not None else max(len(meta.get("labels", {})) - 1, 1)
+    modality = meta.get("modality")
+    channels = len(modality) if isinstance(modality, dict) and modality else None
+    empty_warned: set[str] = set()
 
     def load(case_id: str) -> CaseData:
-        entry = entries[case_id]
-        image, spacing = read_nifti(base / entry["image"])
-        label, _ = read_nifti(base / entry["label"])
+        image_path, label_path = paths[case_id]
+        image, spacing = read_nifti(image_path, channels)
+        bad = int(image.size - np.isfinite(image).sum())
+        if bad:  # counted in the raw file: normalising would spread one NaN over the whole volume
+            raise DataError(
+                f"{image_path} has {bad} NaN or Inf values of {image.size} in the raw file; clean or re-export it"
+            )
+        label, _ = read_nifti(label_path, 1)
+        if case_id in labeled_ids and not label.any() and case_id not in empty_warned:
+            empty_warned.add(case_id)
+            log.warning(
+                "%s: the label of labeled case %s is all background; is it the right file?", label_path, case_id
+            )
         return CaseData(normalize_volume(image, normalization, ct_window).astype(np.float32), label[0], spacing)
 
     ids = list(entries)
@@ -112,6 +172,7 @@ def msd(
         train_ids = [c for c in ids if c not in test_ids]
     cases = {c: Case(c, lambda c=c: load(c)) for c in ids}
     split = select_split(train_ids, test_ids, labeled, selection, val, seed)
+    labeled_ids = {*split.labeled, *split.val}
     return SegmentationData(
         [cases[c] for c in train_ids],
         [cases[c] for c in test_ids],

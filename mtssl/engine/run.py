@@ -67,16 +67,19 @@ def _train_and_test(
     return summary
 
 
-def plan_run(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a run config without loading data or building the model; describe what would run.
+def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, Any]:
+    """Validate a run config without building the model or training; describe what would run.
 
     Checks the whole config against :class:`~mtssl.engine.trainer.RunConfig`, builds the recipe
-    (cheap), and checks the data set's and the backbone's options against their registries.
+    (cheap), and checks the data set's and the backbone's options against their registries. With
+    ``check_data`` it also builds the data set and checks every case (shapes, dtypes, NaN/Inf, label
+    values, channels), one at a time, as a training run does before its first step.
     """
     cfg = build_dataclass(RunConfig, config)
     recipe = build_recipe(cfg)
     data_name, data_options = named_section(cfg.data, "data")
     DATASETS.validate(data_name, **data_options)
+    checked = DATASETS.create(data_name, **data_options).check() if check_data else None
     name, backbone = named_section(backbone_config(cfg, recipe), "model.backbone")
     # The data set sets in_channels and spatial_dims at run time; stand-ins where the backbone requires them.
     required = {k for k, v in BACKBONES.get(name).defaults().items() if v is dataclasses.MISSING}
@@ -94,6 +97,7 @@ def plan_run(config: Mapping[str, Any]) -> dict[str, Any]:
         "labeled_per_rank": cfg.train.labeled_bs,
         "ranks": world,
         "device": cfg.train.device,
+        "cases_checked": checked,
     }
 
 

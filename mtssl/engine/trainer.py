@@ -490,6 +490,7 @@ class Trainer:
     def fit(self) -> None:
         """Train to ``train.iterations``, checkpointing, logging and (optionally) selecting on val/test."""
         tc = self.cfg.train
+        log.info("checked %d cases", self.data.check())  # a bad case fails now, not mid-run or after training
         self.write_run_files()
         if self.dist.main:
             RunLog.trim(self.out / "log.jsonl", self.iteration)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -57,3 +58,108 @@ def test_errors(msd_root, tmp_path):
     data = DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8), test_fraction=0.0)  # lazy: loads case_0 only
     with pytest.raises(DataError, match=r"missing file .*case_3\.nii\.gz"):
         data.train[data.train.ids.index("case_3")]
+
+
+def rewrite_meta(root, change):
+    meta = json.loads((root / "dataset.json").read_text())
+    change(meta)
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
+def save(path, array):
+    nib.save(nib.Nifti1Image(array, np.diag([*SPACING, 1.0])), path)
+
+
+@pytest.mark.parametrize(
+    ("where", "path"),
+    [("image", "../outside.nii.gz"), ("label", "/etc/hostname"), ("image", "imagesTr/../../x.nii.gz")],
+)
+def test_paths_that_leave_the_data_folder_are_refused(msd_root, where, path):
+    rewrite_meta(msd_root, lambda m: m["training"][1].update({where: path}))
+    with pytest.raises(DataError, match=rf"training entry 1 {where} = '{re.escape(path)}' leaves the data folder"):
+        DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8))
+
+
+def test_a_link_out_of_the_data_folder_is_refused(msd_root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere") / "secret.nii.gz"
+    save(outside, np.zeros((16, 16, 12), np.float32))
+    (msd_root / "imagesTr" / "case_2.nii.gz").unlink()
+    (msd_root / "imagesTr" / "case_2.nii.gz").symlink_to(outside)
+    with pytest.raises(DataError, match=r"training entry 2 image = .* leaves the data folder"):
+        DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("{not json", r"dataset\.json is not valid JSON \(Expecting property name"),
+        ("[1, 2]", r"dataset\.json holds a JSON list; an MSD dataset\.json is a JSON object"),
+        ('{"labels": {}}', r"lists no training cases \(a 'training' list"),
+        ('{"training": [{"image": "./imagesTr/case_0.nii.gz"}]}', r"training entry 0 .* has no 'label'"),
+        ('{"training": ["case_0"]}', r"training entry 0 \('case_0'\) has no 'image' or 'label'"),
+    ],
+    ids=["not-json", "not-object", "no-training", "no-label-key", "not-an-entry"],
+)
+def test_a_broken_dataset_json_is_named(msd_root, text, match):
+    (msd_root / "dataset.json").write_text(text)
+    with pytest.raises(DataError, match=match):
+        DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8))
+
+
+def test_a_4d_image_where_3d_is_expected(msd_root):
+    rewrite_meta(msd_root, lambda m: m.update(modality={"0": "CT"}))
+    save(msd_root / "imagesTr" / "case_3.nii.gz", np.zeros((16, 16, 12, 2), np.float32))
+    data = DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8))
+    with pytest.raises(DataError, match=r"case_3\.nii\.gz holds 2 channels \(shape \(16, 16, 12, 2\)\); expected "):
+        data.check()
+    save(msd_root / "imagesTr" / "case_3.nii.gz", np.zeros((16, 16, 12), np.float32))
+    save(msd_root / "labelsTr" / "case_4.nii.gz", np.zeros((16, 16, 12, 3), np.uint8))
+    with pytest.raises(DataError, match=r"labelsTr/case_4\.nii\.gz holds 3 channels .*expected a 3D volume"):
+        DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8)).check()
+    save(msd_root / "labelsTr" / "case_4.nii.gz", np.zeros((16, 16), np.uint8))
+    with pytest.raises(DataError, match=r"has shape \(16, 16\); expected a 3D volume"):
+        DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8)).check()
+
+
+def test_nan_count_of_the_raw_file(msd_root):
+    image = np.random.default_rng(0).normal(size=(16, 16, 12)).astype(np.float32)
+    image[0, 0, :3] = np.nan
+    image[1, 1, 1] = np.inf
+    save(msd_root / "imagesTr" / "case_2.nii.gz", image)
+    with pytest.raises(DataError, match=r"case_2\.nii\.gz has 4 NaN or Inf values of 3072 in the raw file"):
+        DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8)).check()
+
+
+def test_an_all_background_label_of_a_labeled_case_warns_once(msd_root, caplog):
+    save(msd_root / "labelsTr" / "case_0.nii.gz", np.zeros((16, 16, 12), np.uint8))
+    data = DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8), labeled=2, test_fraction=0.0)
+    assert data.split.labeled[0] == "case_0"
+    data.check()
+    data.check()
+    assert caplog.text.count("labeled case case_0 is all background") == 1
+
+
+def test_a_bad_test_case_fails_the_dry_run_and_the_train_before_the_first_step(msd_root, tmp_path, capsys):
+    import yaml
+
+    from mtssl.cli import main
+
+    image = np.random.default_rng(0).normal(size=(16, 16, 12)).astype(np.float32)
+    image[3, 3, 3] = np.nan
+    data = DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8))
+    save(msd_root / "imagesTr" / f"{data.split.test[0]}.nii.gz", image)  # a test case: read only after training
+    cfg = {
+        "recipe": {"name": "supervised", "softmax": True},
+        "data": {"name": "msd", "root": str(msd_root), "patch": [8, 8, 8], "labeled": 2},
+        "model": {"backbone": {"name": "vnet", "n_filters": 4}},
+        "train": {"iterations": 1000, "progress": False},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    message = f"{data.split.test[0]}.nii.gz has 1 NaN or Inf values of 3072 in the raw file"
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--dry-run"]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--dry-run", "--no-data-check"]) == 0
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "log.jsonl").exists() and not (tmp_path / "run" / "checkpoints").exists()
