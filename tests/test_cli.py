@@ -52,9 +52,13 @@ def test_train_dry_run_checks_without_training(tmp_path, capsys, monkeypatch):
     config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "la_dbisl_16.yaml"
     monkeypatch.setenv("WORLD_SIZE", "8")  # as under torchrun: the plan counts the ranks
     out = tmp_path / "run"
-    assert main(["train", str(config), "--dry-run", "--out", str(out), "train.device=cuda"]) == 0
+    args = ["train", str(config), "--dry-run", "--out", str(out), "train.device=cuda", f"data.root={tmp_path}/LA"]
+    assert main(args) == 2  # the data check reads every case: here there is no LA folder
+    assert f"LA data not found: {tmp_path}/LA is not a folder" in capsys.readouterr().err
+    assert main([*args, "--no-data-check"]) == 0
     printed = capsys.readouterr().out
     assert "recipe=dbisl" in printed and "heads=['seg', 'sdf']" in printed and "ranks=8" in printed
+    assert "cases_checked=None" in printed
     assert "device=cuda" in printed and not out.exists()
     assert main(["train", str(config), "--dry-run", "train.iteratons=5"]) == 2
     assert "unknown option 'train.iteratons' (did you mean 'iterations'?)" in capsys.readouterr().err
