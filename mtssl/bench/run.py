@@ -131,6 +131,8 @@ def run_grid(
         for i, cell in enumerate(todo, 1):
             log.info("[%d/%d] %s", i, len(todo), cell.id)
             _run_cell(cell, out / "runs" / cell.id)
-    (out / "grid.yaml").write_text(yaml.safe_dump({"grid": str(grid_path), "cells": [c.id for c in cells]}))
-    write_report(out, grid, cells, published)
+    # The tables cover every finished cell of the grid, not only those this call ran (--only).
+    every = cells if only is None else load_grid(grid_path, None, overrides)[1]
+    (out / "grid.yaml").write_text(yaml.safe_dump({"grid": str(grid_path), "cells": [c.id for c in every]}))
+    write_report(out, grid, every, published)
     return [c.id for c in todo]

@@ -168,3 +168,11 @@ def test_overrides_apply_to_every_cell(grid_file, tmp_path, capsys):
     args = ["bench", str(grid_file), "--out", str(tmp_path / "o"), "--dry-run", "train.iteratons=3"]
     assert main(args) == 2
     assert "did you mean 'iterations'" in capsys.readouterr().err
+
+
+def test_the_report_after_only_covers_every_finished_cell(grid_file, tmp_path):
+    out = tmp_path / "o"
+    run_grid(grid_file, out, only="supervised/labels2/*")
+    run_grid(grid_file, out, only="supervised/labels3/*")  # a grid run cell by cell, as a CPU grid is
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["recipe"], r["labels"]) for r in rows] == [("supervised", 2), ("supervised", 3)]

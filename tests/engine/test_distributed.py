@@ -93,8 +93,9 @@ def test_rank0_writes_and_the_checkpoint_loads_in_one_process(runs, tmp_path):
     alone = evaluate_run(run, out=tmp_path / "alone")
     assert [r["case"] for r in sharded["per_case"]] == [r["case"] for r in alone["per_case"]]
     assert sharded["per_case"] == alone["per_case"]
-    # The checkpoint also resumes in one process.
-    Trainer(ddp_config(4, 2) | {"train": {**ddp_config(4, 2)["train"], "iterations": 2}}, run, resume=True).fit()
+    # The checkpoint also resumes in one process (one iteration longer: a config change, allowed explicitly).
+    longer = ddp_config(4, 2) | {"train": {**ddp_config(4, 2)["train"], "iterations": 2}}
+    Trainer(longer, run, resume=True, allow_config_change=True).fit()
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 2
 
 
