@@ -24,7 +24,7 @@ demo: $(STAMP)
 ## test: ruff, the layer contract, pytest, the strict docs build
 test: lint $(STAMP)
 	$(BIN)/pytest
-	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 lint: $(STAMP)
 	$(BIN)/ruff check mtssl tests benchmarks docs examples

@@ -153,7 +153,13 @@ def images2d(
     Args:
         root: base folder; the ``*_dir`` options are relative to it.
         normalization: ``"zscore"`` per image and channel, or ``"unit"`` (divide by the dtype's maximum).
-        labeled, selection, val, patch, augment, fg_crop_prob, seed: as :func:`mtssl.data.la.la`.
+        labeled: labeled cases: a count (the first N by default), a list file, or None for all.
+        selection: ``"first"`` N training cases (the literature's) or ``"random"`` (seeded).
+        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
+        patch: training crop.
+        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
+        fg_crop_prob: probability of centring a labeled crop on the foreground.
+        seed: for random choices.
     """
     base = Path(root)
     if not base.is_dir():

@@ -117,7 +117,13 @@ def msd(
 
     Args:
         root: the folder holding ``dataset.json``.
-        labeled, selection, val, patch, augment, fg_crop_prob, seed: as :func:`mtssl.data.la.la`.
+        labeled: labeled cases: a count (the first N by default), a list file, or None for all.
+        selection: ``"first"`` N training cases (the literature's) or ``"random"`` (seeded).
+        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
+        patch: training crop.
+        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
+        fg_crop_prob: probability of centring a labeled crop on the foreground.
+        seed: for random choices.
         split_file: a JSON split; without it the split is seeded.
         test_fraction: share of the training cases held out for testing when there is no split file.
         normalization: ``"zscore"`` per volume and channel, or ``"ct"``: clip to ``ct_window``, scale to [0, 1].

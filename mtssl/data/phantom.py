@@ -71,11 +71,15 @@ def phantom(
     Args:
         spatial_dims: 3 (volumes) or 2 (images).
         classes: 1 organ or 3.
-        num_train, num_test: cases in each split.
+        num_train: training cases.
+        num_test: test cases.
         labeled: labeled training cases (the first N by default).
         size: volume size; 64x64x48 in 3D, 96x96 in 2D by default.
         patch: training crop; 48x48x32 in 3D, 64x64 in 2D by default.
-        selection, val, augment, fg_crop_prob: as :func:`mtssl.data.la.la`.
+        selection: ``"first"`` N training cases (the literature's) or ``"random"`` (seeded).
+        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
+        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
+        fg_crop_prob: probability of centring a labeled crop on the foreground.
         seed: generates the cases (and seeds the random choices).
     """
     size = tuple(size or ((64, 64, 48) if spatial_dims == 3 else (96, 96)))

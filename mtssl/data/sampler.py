@@ -43,7 +43,8 @@ class TwoStreamBatchSampler(Sampler[list[tuple[int, int]]]):
         batch_size: samples per batch.
         labeled_bs: labeled samples per batch.
         seed: base seed.
-        rank, world_size: this process's slice of each global batch (DDP); ``0, 1`` alone.
+        rank: this process's slice of each global batch (DDP); 0 alone.
+        world_size: the number of slices (DDP ranks); 1 alone.
     """
 
     def __init__(
