@@ -180,8 +180,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mtssl`` command."""
+    import mtssl
+
     parser = argparse.ArgumentParser(prog="mtssl", description="Semi-supervised multi-task segmentation.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"mtssl {mtssl.__version__}")
+    sub = parser.add_subparsers(dest="command")
     p_list = sub.add_parser("list", help="list what is registered: backbones, tasks, transforms, ...")
     p_list.add_argument("kind", nargs="?", help="one registry: backbone, task, transform, strategy, recipe, dataset")
     p_list.set_defaults(func=_cmd_list)
@@ -243,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command is None:  # bare ``mtssl``: what it can do
+        parser.print_help()
+        return 0
     # key=value overrides may come after options (``mtssl train cfg.yaml --out d a.b=1``).
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from mtssl.cli import main
 
 
@@ -62,3 +64,14 @@ def test_train_dry_run_checks_without_training(tmp_path, capsys, monkeypatch):
     assert "device=cuda" in printed and not out.exists()
     assert main(["train", str(config), "--dry-run", "train.iteratons=5"]) == 2
     assert "unknown option 'train.iteratons' (did you mean 'iterations'?)" in capsys.readouterr().err
+
+
+def test_version_and_bare_help(capsys):
+    import mtssl
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"mtssl {mtssl.__version__}"
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: mtssl") and "train" in out and "bench" in out

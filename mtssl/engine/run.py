@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -21,11 +22,23 @@ from mtssl.registry import BACKBONES, DATASETS
 __all__ = ["evaluate_run", "plan_run", "resolve_checkpoint", "train_run", "write_metrics"]
 
 
+def _null_nan(value: Any) -> Any:
+    """NaN as ``None``: strict JSON has no NaN token (``metrics.csv`` keeps NaN, which CSV readers take)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _null_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_null_nan(v) for v in value]
+    return value
+
+
 def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:
-    """``metrics.json`` (means, per class, per case, empty predictions) and a per-case ``metrics.csv``."""
+    """``metrics.json`` (means, per class, per case, empty predictions; an undefined value is ``null``)
+    and a per-case ``metrics.csv``."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.write_text(json.dumps(_null_nan(summary), indent=1, allow_nan=False))
     tmp.replace(out / "metrics.json")
     rows = summary["per_case"]
     with open(out / "metrics.csv", "w", newline="") as f:

@@ -135,3 +135,16 @@ def test_deterministic_runs_give_bit_identical_metrics(tmp_path):
     other["model"]["backbone"]["has_dropout"] = True
     train_run(other, tmp_path / "c")
     assert (tmp_path / "c" / "metrics.json").read_bytes() != a  # the seed matters
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    from mtssl.engine.run import write_metrics
+
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    row = {"case": "a", "class": 1, "dice": 0.0, "hd95": float("nan"), "empty_prediction": True}
+    write_metrics(tmp_path, {"mean": {"dice": 0.0, "hd95": float("nan")}, "per_case": [row]})
+    metrics = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["mean"]["hd95"] is None and metrics["per_case"][0]["hd95"] is None
+    assert "nan" in (tmp_path / "metrics.csv").read_text()  # CSV readers take NaN
