@@ -73,7 +73,7 @@ def print_metrics(summary: Mapping[str, Any], title: str = "test metrics") -> No
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mtssl.config import load_config
+    from mtssl.config import ConfigError, load_config
     from mtssl.engine.run import train_run
     from mtssl.engine.trainer import TrainingInterrupted
 
@@ -86,7 +86,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print("dry run (nothing trained): " + ", ".join(f"{k}={v}" for k, v in plan.items()) + f", out={out}")
         return 0
     try:
-        summary = train_run(config, out, resume=args.resume, allow_config_change=args.allow_config_change)
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume continues the run in --out and --overwrite replaces it: choose one")
+        summary = train_run(
+            config, out, resume=args.resume, allow_config_change=args.allow_config_change, overwrite=args.overwrite
+        )
     except TrainingInterrupted as stop:
         if os.environ.get("RANK", "0") == "0":
             print(f"mtssl train: {stop}; continue with --resume", file=sys.stderr)
@@ -194,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p_train.add_argument("--out", help="the run folder (default: runs/<config name>)")
     p_train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
+    p_train.add_argument(
+        "--overwrite", action="store_true", help="replace the run that <out> holds (its files are removed first)"
+    )
     p_train.add_argument(
         "--allow-config-change",
         action="store_true",

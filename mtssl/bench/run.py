@@ -23,6 +23,7 @@ import yaml
 from mtssl.bench.grid import Cell, load_grid
 from mtssl.bench.report import write_report
 from mtssl.config import ConfigError
+from mtssl.engine.records import holds_run
 from mtssl.engine.run import plan_run, train_run
 
 __all__ = ["run_grid"]
@@ -35,7 +36,7 @@ def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     began = time.time()
-    train_run(cell.config, folder, resume=any((folder / "checkpoints").glob("*.pt")))
+    train_run(cell.config, folder, resume=holds_run(folder))  # an unfinished cell continues
     seconds = time.perf_counter() - start
     records = (folder / "log.jsonl").read_text().splitlines()
     timing = {

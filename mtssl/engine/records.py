@@ -16,11 +16,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["RunFolderError", "RunLock", "RunLog", "config_changes", "remove_stale_temp_files"]
+__all__ = [
+    "RUN_FILES",
+    "RunFolderError",
+    "RunLock",
+    "RunLog",
+    "clear_run",
+    "config_changes",
+    "holds_run",
+    "remove_stale_temp_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +90,37 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
         path.unlink(missing_ok=True)
         log.warning("removed %s, left by a write that was killed", path)
     return stale
+
+
+# What a run writes into its folder (``clear_run`` removes these and nothing else).
+RUN_FILES = (
+    "config.yaml",
+    "split.json",
+    "log.jsonl",
+    "checkpoints",
+    "metrics.json",
+    "metrics.csv",
+    "config_changes.jsonl",
+    "tensorboard",
+)
+
+
+def holds_run(folder: str | Path) -> bool:
+    """Whether ``folder`` holds (part of) a run: its config, log, checkpoints or metrics."""
+    folder = Path(folder)
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def clear_run(folder: str | Path) -> None:
+    """Remove a run's files from ``folder`` (hold the lock), leaving anything else there."""
+    folder = Path(folder)
+    for name in RUN_FILES:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    log.warning("removed the run in %s (--overwrite)", folder)
 
 
 class RunLog:

@@ -15,7 +15,7 @@ from typing import Any
 from mtssl.config import apply_overrides, build_dataclass
 from mtssl.engine import distributed
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
-from mtssl.engine.records import RunLock, remove_stale_temp_files
+from mtssl.engine.records import RunFolderError, RunLock, clear_run, holds_run, remove_stale_temp_files
 from mtssl.engine.trainer import RunConfig, Trainer, backbone_config, build_recipe, named_section
 from mtssl.registry import BACKBONES, DATASETS
 
@@ -48,12 +48,18 @@ def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:
 
 
 def train_run(
-    config: Mapping[str, Any], out: str | Path, resume: bool = False, allow_config_change: bool = False
+    config: Mapping[str, Any],
+    out: str | Path,
+    resume: bool = False,
+    allow_config_change: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any] | None:
     """Train, then test on the test split (if any) with the selected weights; returns the summary.
 
-    The run folder is locked for the whole run (:class:`~mtssl.engine.records.RunLock`: a second
-    process fails naming this one's pid), and the temp files of killed writes are removed first.
+    A folder that already holds a run is never overwritten silently: without ``resume`` (continue
+    it) or ``overwrite`` (remove its files first) it is refused. The run folder is locked for the
+    whole run (:class:`~mtssl.engine.records.RunLock`: a second process fails naming this one's
+    pid), and the temp files of killed writes are removed first.
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank joins the process group for the run:
     DDP training, sharded testing, and rank 0 writing (and locking) the folder.
     """
@@ -61,6 +67,13 @@ def train_run(
     with distributed.session(device) as dist, RunLock(out) if dist.main else nullcontext():
         if dist.main:
             remove_stale_temp_files(out)
+            if holds_run(out) and not resume:
+                if not overwrite:
+                    raise RunFolderError(
+                        f"{out} holds a run already; --resume to continue it, --overwrite to replace it, "
+                        "or another --out"
+                    )
+                clear_run(out)
         # The trainer (whose DDP wrapper holds the process group) lives only inside this call, so it is
         # freed before the session destroys the group.
         return _train_and_test(config, Path(out), resume, allow_config_change, dist.main)

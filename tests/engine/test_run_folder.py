@@ -283,3 +283,21 @@ def test_the_first_record_after_a_resume_says_what_it_averages(tmp_path):
     Trainer(cfg, tmp_path, resume=True).fit()  # resumed at 3
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [(r["iteration"], r["window"]) for r in records] == [(5, [4, 5]), (10, [6, 10])]
+
+
+def test_a_run_is_never_overwritten_silently(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2, checkpoint_every=2, log_every=1)))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run)]) == 0
+    (run / "notes.txt").write_text("mine")  # not a run file: --overwrite leaves it
+    before = (run / "log.jsonl").read_text()
+    assert main(["train", str(path), "--out", str(run), "train.seed=5"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} holds a run already; --resume to continue it, --overwrite to replace it" in err
+    assert (run / "log.jsonl").read_text() == before  # untouched
+    assert main(["train", str(path), "--out", str(run), "--resume", "--overwrite"]) == 2
+    assert "choose one" in capsys.readouterr().err
+    assert main(["train", str(path), "--out", str(run), "--overwrite", "train.seed=5"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == 5
+    assert logged(run) == [1, 2] and (run / "notes.txt").read_text() == "mine"
