@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "eval": {"stride": [16, 16, 16]},
     }
-    summary = train_run(config, args.out)
+    summary = train_run(config, args.out, overwrite=True)  # a rerun of the example replaces its run
     print_metrics(summary, title="seg + dist recipe")
     return summary
 

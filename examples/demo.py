@@ -38,7 +38,7 @@ def main() -> None:
         overrides = [f"train.iterations={iterations}", *(quick if args.quick else [])]
         config = load_config(CONFIGS / f"phantom_{recipe}.yaml", overrides)
         start = time.perf_counter()
-        summary = train_run(config, Path(args.out) / recipe)
+        summary = train_run(config, Path(args.out) / recipe, overwrite=True)  # a rerun of the demo replaces it
         seconds = time.perf_counter() - start
         mean, std = summary["mean"], summary["std"]
         table.add_row(
