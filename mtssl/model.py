@@ -77,6 +77,21 @@ class MultiTaskModel(nn.Module):
         return self.to(memory_format=fmt)
 
 
+def backbone_section(value: Any) -> dict[str, Any]:
+    """``model.backbone`` as a dict, refusing what is not a config mapping (a network instance, above all)."""
+    if isinstance(value, nn.Module):
+        raise ConfigError(
+            f"model.backbone is a {type(value).__name__} instance; it takes a config mapping such as "
+            "{name: vnet, n_filters: 16}. To train your own network, register a factory for it "
+            "(BACKBONES.register('my_net'), docs/plugins.md) and name it there"
+        )
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"model.backbone must be a mapping such as {{name: vnet}}, got {type(value).__name__}")
+    return dict(value)
+
+
 def build_model(cfg: Mapping[str, Any]) -> MultiTaskModel:
     """Build a :class:`MultiTaskModel` from a config mapping.
 
@@ -94,7 +109,7 @@ def build_model(cfg: Mapping[str, Any]) -> MultiTaskModel:
     unknown = [k for k in cfg if k not in ("backbone", "tasks")]
     if unknown:
         raise ConfigError(f"unknown model key {unknown[0]!r}{did_you_mean(unknown[0], ['backbone', 'tasks'])}")
-    backbone_cfg = dict(cfg.get("backbone") or {})
+    backbone_cfg = backbone_section(cfg.get("backbone"))
     if "name" not in backbone_cfg:
         raise ConfigError(f"model.backbone needs a name; known backbones: {', '.join(BACKBONES.names())}")
     backbone_name = backbone_cfg.pop("name")

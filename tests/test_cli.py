@@ -75,3 +75,41 @@ def test_version_and_bare_help(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: mtssl") and "train" in out and "bench" in out
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.iterations=0", "train.iterations must be a positive integer, got 0"),
+        ("train.batch_size=-2", "train.batch_size must be a positive integer, got -2"),
+        ("train.labeled_bs=0", "train.labeled_bs must be a positive integer, got 0"),
+        ("train.optimizer.lr=0", "train.optimizer.lr must be positive, got 0"),
+        ("train.optimizer.lr=-1e-3", "train.optimizer.lr must be positive, got -0.001"),
+        ("train.labeled_bs=6", "train.labeled_bs (6) is larger than train.batch_size (4)"),
+        ("data.patch=[64,64,64]", "data.patch (64, 64, 64) is larger than every volume"),
+        ("model.backbone.spatial_dims=2", "model.backbone.spatial_dims is 2 but the data set's is 3: 2D data needs"),
+        ("model.backbone.in_channels=3", "model.backbone.in_channels is 3 but the data set's is 1"),
+    ],
+)
+def test_bad_values_are_refused_in_the_dry_run(tmp_path, capsys, override, message):
+    import yaml
+
+    from tests.engine.test_train import tiny_config
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--dry-run", override]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_network_instance_where_a_backbone_config_belongs(tmp_path):
+    from mtssl.config import ConfigError
+    from mtssl.engine.trainer import Trainer
+    from mtssl.nets.vnet import VNet
+    from tests.engine.test_train import tiny_config
+
+    cfg = tiny_config()
+    cfg["model"]["backbone"] = VNet(in_channels=1, n_filters=4)
+    with pytest.raises(ConfigError, match=r"model\.backbone is a VNet instance; it takes a config mapping"):
+        Trainer(cfg, tmp_path)

@@ -41,11 +41,13 @@ class CaseStore:
             return self._memory[case_id]
         return self._load(self.cases[case_id])
 
-    def check_all(self, in_channels: int) -> int:
-        """Load and check every case (shape, dtype, NaN/Inf, label values, channels), one at a time.
+    def check_all(self, in_channels: int, patch: Sequence[int] | None = None) -> int:
+        """Load and check every case (shape, dtype, NaN/Inf, label values, channels), one at a time,
+        and that ``patch`` fits in at least one of them along each axis.
 
         Nothing is kept beyond what ``preload`` keeps anyway. Returns how many cases were checked.
         """
+        largest = None
         for case in self.cases.values():
             data = self[case.id]
             if data.image.shape[0] != in_channels:
@@ -53,6 +55,13 @@ class CaseStore:
                     f"case {case.id}: {data.image.shape[0]} image channels where the other cases have {in_channels}; "
                     "every case needs the same channels"
                 )
+            size = data.image.shape[1:]
+            largest = size if largest is None else tuple(max(a, b) for a, b in zip(largest, size))
+        if patch is not None and largest is not None and any(p > n for p, n in zip(patch, largest)):
+            raise DataError(
+                f"data.patch {tuple(patch)} is larger than every volume (the largest extent per axis is "
+                f"{tuple(largest)}); choose a patch that fits the data"
+            )
         return len(self.cases)
 
 
@@ -170,7 +179,7 @@ class SegmentationData:
 
         Returns how many cases were checked (see :meth:`CaseStore.check_all`).
         """
-        return self.store.check_all(self.in_channels)
+        return self.store.check_all(self.in_channels, self.patch)
 
     @property
     def labeled_indices(self) -> list[int]:

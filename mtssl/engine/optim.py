@@ -8,6 +8,8 @@ from typing import Literal
 
 import torch
 
+from mtssl.config import ConfigError
+
 __all__ = ["LRSchedule", "Optimizer", "build_optimizer"]
 
 
@@ -20,6 +22,12 @@ class Optimizer:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"train.optimizer.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.optimizer.weight_decay must not be negative, got {self.weight_decay}")
 
 
 @dataclasses.dataclass(frozen=True)

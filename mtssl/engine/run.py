@@ -16,7 +16,14 @@ from mtssl.config import apply_overrides, build_dataclass
 from mtssl.engine import distributed
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from mtssl.engine.records import RunFolderError, RunLock, clear_run, holds_run, remove_stale_temp_files
-from mtssl.engine.trainer import RunConfig, Trainer, backbone_config, build_recipe, named_section
+from mtssl.engine.trainer import (
+    RunConfig,
+    Trainer,
+    backbone_config,
+    build_recipe,
+    fit_backbone_to_data,
+    named_section,
+)
 from mtssl.registry import BACKBONES, DATASETS
 
 __all__ = ["evaluate_run", "plan_run", "resolve_checkpoint", "train_run", "write_metrics"]
@@ -105,12 +112,17 @@ def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, An
     recipe = build_recipe(cfg)
     data_name, data_options = named_section(cfg.data, "data")
     DATASETS.validate(data_name, **data_options)
-    checked = DATASETS.create(data_name, **data_options).check() if check_data else None
     name, backbone = named_section(backbone_config(cfg, recipe), "model.backbone")
-    # The data set sets in_channels and spatial_dims at run time; stand-ins where the backbone requires them.
-    required = {k for k, v in BACKBONES.get(name).defaults().items() if v is dataclasses.MISSING}
-    stand_ins = {k: v for k, v in {"in_channels": 1, "spatial_dims": 3}.items() if k in required}
-    BACKBONES.validate(name, **{**stand_ins, **backbone})
+    checked = None
+    if check_data:
+        data = DATASETS.create(data_name, **data_options)
+        checked = data.check()
+        BACKBONES.validate(name, **fit_backbone_to_data(backbone, data.in_channels, data.spatial_dims))
+    else:
+        # The data set sets in_channels and spatial_dims at run time; stand-ins where the backbone requires them.
+        required = {k for k, v in BACKBONES.get(name).defaults().items() if v is dataclasses.MISSING}
+        stand_ins = {k: v for k, v in {"in_channels": 1, "spatial_dims": 3}.items() if k in required}
+        BACKBONES.validate(name, **{**stand_ins, **backbone})
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return {
         "recipe": str(cfg.recipe["name"]),

@@ -28,7 +28,7 @@ from mtssl.engine.ema import EMATeacher
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
 from mtssl.engine.optim import LRSchedule, Optimizer, build_optimizer
 from mtssl.engine.records import RunLog, config_changes
-from mtssl.model import MultiTaskModel, build_model
+from mtssl.model import MultiTaskModel, backbone_section, build_model
 from mtssl.recipes.base import Recipe
 from mtssl.registry import DATASETS, RECIPES
 from mtssl.strategies.context import StepContext
@@ -43,6 +43,7 @@ __all__ = [
     "build_components",
     "build_recipe",
     "build_run_model",
+    "fit_backbone_to_data",
     "named_section",
 ]
 
@@ -90,6 +91,18 @@ class TrainConfig:
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
 
+    def __post_init__(self) -> None:
+        for key in ("iterations", "batch_size", "labeled_bs", "checkpoint_every", "log_every", "nan_check_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be a positive integer, got {getattr(self, key)}")
+        if self.labeled_bs > self.batch_size:
+            raise ConfigError(
+                f"train.labeled_bs ({self.labeled_bs}) is larger than train.batch_size ({self.batch_size}): "
+                "the labeled samples are part of each batch"
+            )
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"train.keep_checkpoints must be at least 1 (last.pt), got {self.keep_checkpoints}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -119,18 +132,30 @@ def build_recipe(cfg: RunConfig) -> Recipe:
 def backbone_config(cfg: RunConfig, recipe: Recipe) -> dict[str, Any]:
     """The backbone section to build (with its ``name``): the recipe's options under the config's,
     unless the config picks another backbone."""
-    chosen = dict(cfg.model.get("backbone") or {})
+    chosen = backbone_section(cfg.model.get("backbone"))
     same = chosen.get("name", recipe.backbone["name"]) == recipe.backbone["name"]
     return {**dict(recipe.backbone), **chosen} if same else chosen
+
+
+def fit_backbone_to_data(backbone: dict[str, Any], in_channels: int, spatial_dims: int) -> dict[str, Any]:
+    """The backbone section with the data's ``in_channels`` and ``spatial_dims``, refusing other values."""
+    backbone = dict(backbone)
+    for key, value in (("spatial_dims", spatial_dims), ("in_channels", in_channels)):
+        if backbone.get(key, value) != value:
+            raise ConfigError(
+                f"model.backbone.{key} is {backbone[key]} but the data set's is {value}: "
+                f"{'2D data needs a 2D backbone and 3D data a 3D one; ' if key == 'spatial_dims' else ''}"
+                f"remove model.backbone.{key} (it follows the data)"
+            )
+        backbone.setdefault(key, value)
+    return backbone
 
 
 def build_run_model(
     cfg: RunConfig, recipe: Recipe, in_channels: int, spatial_dims: int, num_classes: int
 ) -> MultiTaskModel:
     """The recipe's heads on the configured backbone (``vnet`` by default), sized for the data."""
-    backbone = backbone_config(cfg, recipe)
-    backbone.setdefault("in_channels", in_channels)
-    backbone.setdefault("spatial_dims", spatial_dims)
+    backbone = fit_backbone_to_data(backbone_config(cfg, recipe), in_channels, spatial_dims)
     overrides = dict(cfg.model.get("tasks") or {})
     unknown = [k for k in overrides if k not in recipe.tasks]
     if unknown:
@@ -202,8 +227,6 @@ class Trainer:
         tc = self.cfg.train
         self.dist = distributed.current()
         self.device = self.dist.device if self.dist.enabled else distributed.pick_device(tc.device)
-        if tc.keep_checkpoints < 1:
-            raise ConfigError(f"train.keep_checkpoints must be at least 1 (last.pt), got {tc.keep_checkpoints}")
         if tc.sync_batchnorm and self.device.type != "cuda":
             raise ConfigError(
                 "train.sync_batchnorm needs CUDA: SyncBatchNorm has no CPU implementation (gloo ranks keep "
