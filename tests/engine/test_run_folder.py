@@ -27,6 +27,18 @@ class _Crash(RuntimeError):
     pass
 
 
+def crash_in_step(trainer, iteration):
+    """Make ``trainer`` raise :class:`_Crash` in step ``iteration`` (1-based), as a bug in a loss term would."""
+
+    def crash(ctx):
+        if ctx.iteration == iteration - 1:
+            raise _Crash("a bug in a loss term")
+        return {}
+
+    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(*trainer.recipe.terms, Term.of(crash)))
+    return trainer
+
+
 def logged(folder):
     return [json.loads(line)["iteration"] for line in (folder / "log.jsonl").read_text().splitlines()]
 
@@ -184,15 +196,7 @@ def test_a_full_disk_on_the_log_fails_clearly_and_resumes_cleanly(tmp_path, monk
 
 def test_resume_drops_a_torn_last_line(tmp_path, caplog):
     cfg = tiny_config(iterations=6, checkpoint_every=3, log_every=1)
-    trainer = Trainer(cfg, tmp_path)
-    terms = trainer.recipe.terms
-
-    def crash_in_step_5(ctx):
-        if ctx.iteration == 4:
-            raise _Crash("a bug in a loss term")
-        return {}
-
-    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(*terms, Term.of(crash_in_step_5)))
+    trainer = crash_in_step(Trainer(cfg, tmp_path), 5)
     with pytest.raises(_Crash):
         trainer.fit()
     with open(tmp_path / "log.jsonl", "a") as f:
@@ -209,15 +213,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path, caplog
     kept = sorted(p.name for p in (straight / "checkpoints").glob("*.pt"))
     assert kept == ["iter-0000006.pt", "last.pt"]  # keep_checkpoints = 2: last.pt and the one before
 
-    trainer = Trainer(cfg, tmp_path / "broken")
-    terms = trainer.recipe.terms
-
-    def crash(ctx):
-        if ctx.iteration == 7:
-            raise _Crash("a bug in a loss term")
-        return {}
-
-    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(*terms, Term.of(crash)))
+    trainer = crash_in_step(Trainer(cfg, tmp_path / "broken"), 8)
     with pytest.raises(_Crash):
         trainer.fit()
     last = tmp_path / "broken" / "checkpoints" / "last.pt"
@@ -269,15 +265,7 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, capsys
 
 def test_the_first_record_after_a_resume_says_what_it_averages(tmp_path):
     cfg = tiny_config(iterations=10, checkpoint_every=3, log_every=5)
-    trainer = Trainer(cfg, tmp_path)
-    terms = trainer.recipe.terms
-
-    def crash(ctx):
-        if ctx.iteration == 4:
-            raise _Crash("a bug in a loss term")
-        return {}
-
-    trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(*terms, Term.of(crash)))
+    trainer = crash_in_step(Trainer(cfg, tmp_path), 5)
     with pytest.raises(_Crash):
         trainer.fit()
     Trainer(cfg, tmp_path, resume=True).fit()  # resumed at 3
