@@ -113,3 +113,21 @@ def test_a_network_instance_where_a_backbone_config_belongs(tmp_path):
     cfg["model"]["backbone"] = VNet(in_channels=1, n_filters=4)
     with pytest.raises(ConfigError, match=r"model\.backbone is a VNet instance; it takes a config mapping"):
         Trainer(cfg, tmp_path)
+
+
+def test_the_metrics_table_shows_each_class(capsys):
+    from mtssl.cli import print_metrics
+    from mtssl.engine.evaluate import summarize
+
+    nan = float("nan")
+    rows = [
+        {"case": c, "class": k, "dice": d, "jaccard": d, "hd95": h, "asd": h, "empty_prediction": e}
+        for c in ("a", "b")
+        for k, d, h, e in ((1, 0.9, 2.0, False), (2, 0.0, nan, True), (3, 0.8, 3.0, False))
+    ]
+    print_metrics(summarize(rows, "voxels", "last iteration"))
+    lines = capsys.readouterr().out.splitlines()
+    row = {line.split("│")[1].strip(): line for line in lines if line.count("│") > 2}
+    assert set(row) >= {"all", "1", "2", "3"}
+    assert "56.67" in row["all"] and "90.00" in row["1"] and "80.00" in row["3"]
+    assert "0.00 ± 0.00" in row["2"] and "n/a" in row["2"] and row["2"].rstrip("│ ").endswith("2")
