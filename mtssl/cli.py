@@ -134,9 +134,16 @@ def _write_prediction(
 
         stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
         target = out / f"{stem}_pred.nii.gz"
-        nib.save(nib.Nifti1Image(labels, meta["affine"]), target)
+
+        def like_input(array: Any, dtype: Any) -> Any:
+            # The input's header (qform/sform codes, units, description), not only its affine.
+            header = meta["header"].copy()
+            header.set_data_dtype(dtype)
+            return nib.Nifti1Image(np.asarray(array, dtype=dtype), meta["affine"], header=header)
+
+        nib.save(like_input(labels, np.uint8), target)
         if with_probs:
-            nib.save(nib.Nifti1Image(np.moveaxis(probs, 0, -1), meta["affine"]), out / f"{stem}_prob.nii.gz")
+            nib.save(like_input(np.moveaxis(probs, 0, -1), np.float32), out / f"{stem}_prob.nii.gz")
     elif meta["format"] == "h5":
         import h5py
 

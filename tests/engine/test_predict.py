@@ -24,12 +24,21 @@ def test_predict_round_trips_nifti(run_dir, tmp_path, capsys):
     image, _ = make_phantom((32, 32, 32), 1, seed=123)
     affine = np.array([[0.8, 0, 0, -10.0], [0, 0.7, 0, 5.0], [0, 0, 2.0, 1.5], [0, 0, 0, 1]])
     source = tmp_path / "case.nii.gz"
-    nib.save(nib.Nifti1Image(image[0], affine), source)
+    original = nib.Nifti1Image(image[0], affine)
+    original.header.set_qform(affine, code=1)  # scanner
+    original.header.set_sform(affine, code=4)  # MNI
+    original.header.set_xyzt_units("mm", "sec")
+    original.header["descrip"] = b"from the scanner"
+    nib.save(original, source)
     assert main(["predict", str(run_dir), str(source), "--out", str(tmp_path / "pred"), "--probabilities"]) == 0
     pred = nib.load(tmp_path / "pred" / "case_pred.nii.gz")
-    assert pred.shape == (32, 32, 32) and np.allclose(pred.affine, affine)
+    assert pred.shape == (32, 32, 32) and np.allclose(pred.affine, affine) and pred.get_data_dtype() == np.uint8
     prob = nib.load(tmp_path / "pred" / "case_prob.nii.gz")
-    assert prob.shape == (32, 32, 32, 1)
+    assert prob.shape == (32, 32, 32, 1) and prob.get_data_dtype() == np.float32
+    for out in (pred, prob):  # the input's header, not only its affine
+        assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (1, 4)
+        assert out.header.get_xyzt_units() == ("mm", "sec") and out.header["descrip"] == b"from the scanner"
+        assert np.allclose(out.header.get_qform(), affine) and np.allclose(out.header.get_sform(), affine)
     probs, labels = mtssl.load(run_dir)(source)
     assert np.array_equal(np.asarray(pred.dataobj), labels) and probs.shape == (1, 32, 32, 32)
     _, from_array = mtssl.load(run_dir / "checkpoints" / "last.pt")(image[0])
