@@ -18,6 +18,14 @@ def _format_default(value: object) -> str:
     return "required" if value is dataclasses.MISSING else repr(value)
 
 
+def plain_text(docstring: str) -> str:
+    """A docstring's reStructuredText roles and literals as plain text (``x`` and :func:`x` become x)."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", docstring)
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -32,14 +40,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 2
     table = Table(title="mtssl registries")
     for column in ("kind", "name", "options", "description"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # wrap, never cut, on a narrow terminal
     for reg in kinds:
         entries = list(reg)
         if not entries:
             table.add_row(reg.kind, "[dim](none yet)[/dim]", "", "")
         for entry in entries:
             options = ", ".join(f"{k}={_format_default(v)}" for k, v in entry.defaults().items())
-            table.add_row(reg.kind, entry.name, options, entry.summary)
+            table.add_row(reg.kind, entry.name, options, plain_text(entry.summary))
     Console().print(table)
     return 0
 

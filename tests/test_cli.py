@@ -131,3 +131,13 @@ def test_the_metrics_table_shows_each_class(capsys):
     assert set(row) >= {"all", "1", "2", "3"}
     assert "56.67" in row["all"] and "90.00" in row["1"] and "80.00" in row["3"]
     assert "0.00 ± 0.00" in row["2"] and "n/a" in row["2"] and row["2"].rstrip("│ ").endswith("2")
+
+
+def test_list_prints_plain_text_and_wraps(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["list", "recipe"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out and "…" not in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    text = "".join(line.split("│")[-2].strip() for line in out.splitlines() if line.count("│") == 5)
+    assert "mean((sigmoid(-ksdf)-sigmoid(seg))^2)" in text.replace(" ", "")  # DTC's summary, whole
