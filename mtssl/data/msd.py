@@ -13,7 +13,7 @@ from mtssl.data.cases import Case, CaseData, DataError, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.registry import DATASETS
 
-__all__ = ["msd", "normalize_volume", "read_nifti"]
+__all__ = ["msd", "normalize_volume", "read_nifti", "remap_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,15 @@ def read_nifti(path: Path, channels: int | None = None) -> tuple[np.ndarray, tup
         what = "a 3D volume" if channels == 1 else f"{channels} channels (dataset.json's modality)"
         raise DataError(f"{path} holds {data.shape[0]} channels (shape {tuple(img.shape)}); expected {what}")
     return data, spacing
+
+
+def remap_labels(label: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """``label`` with each value ``k`` in ``mapping`` replaced by ``mapping[k]`` (all at once, so
+    ``{1: 2, 2: 1}`` swaps); other values unchanged."""
+    out = label.copy()
+    for raw, new in mapping.items():
+        out[label == raw] = new
+    return out
 
 
 def _inside(base: Path, relative: Any, where: str) -> Path:
@@ -103,6 +112,7 @@ def msd(
     normalization: Literal["zscore", "ct"] = "zscore",
     ct_window: tuple[float, float] = (-125.0, 275.0),
     num_classes: int | None = None,
+    label_map: dict[int, int] | None = None,
     patch: tuple[int, int, int] = (96, 96, 96),
     augment: tuple[str | dict[str, Any], ...] = ("rot90", "flip", "crop"),
     fg_crop_prob: float = 0.0,
@@ -128,7 +138,11 @@ def msd(
         test_fraction: share of the training cases held out for testing when there is no split file.
         normalization: ``"zscore"`` per volume and channel, or ``"ct"``: clip to ``ct_window``, scale to [0, 1].
         ct_window: the CT window in HU.
-        num_classes: foreground classes; default from ``dataset.json``'s ``labels``.
+        num_classes: foreground classes; default from ``dataset.json``'s ``labels`` (or, with
+            ``label_map``, the largest class it maps to).
+        label_map: raw label value -> class, applied on load; values it does not name stay as they
+            are (MONAI's ``MapLabelValue`` rule). ``{2: 1, 3: 1, 4: 1}`` merges BraTS's tumour labels
+            1-4 into one "whole tumour" class; ``{2: 0}`` drops class 2 into the background.
         preload: keep all volumes in memory (the default loads each on use, for data larger than memory).
     """
     base = Path(root)
@@ -143,7 +157,16 @@ def msd(
         )
         for i, e in enumerate(meta["training"])
     }
-    classes = num_classes if num_classes is not None else max(len(meta.get("labels", {})) - 1, 1)
+    mapping = {int(k): int(v) for k, v in (label_map or {}).items()}
+    if any(v < 0 or v > 255 for v in mapping.values()):
+        raise DataError(f"data.label_map {label_map} maps to values outside 0..255")
+    if num_classes is not None:
+        classes = num_classes
+    elif mapping:
+        raw = [int(k) for k in meta.get("labels", {})] or list(mapping)
+        classes = max(max(mapping.get(v, v) for v in raw), 1)
+    else:
+        classes = max(len(meta.get("labels", {})) - 1, 1)
     modality = meta.get("modality")
     channels = len(modality) if isinstance(modality, dict) and modality else None
     empty_warned: set[str] = set()
@@ -157,6 +180,8 @@ def msd(
                 f"{image_path} has {bad} NaN or Inf values of {image.size} in the raw file; clean or re-export it"
             )
         label, _ = read_nifti(label_path, 1)
+        if mapping:
+            label = remap_labels(label, mapping)
         if case_id in labeled_ids and not label.any() and case_id not in empty_warned:
             empty_warned.add(case_id)
             log.warning(

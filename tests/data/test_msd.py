@@ -163,3 +163,35 @@ def test_a_bad_test_case_fails_the_dry_run_and_the_train_before_the_first_step(m
     assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run" / "log.jsonl").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_label_map_merges_classes_and_trains(msd_root, tmp_path):
+    from mtssl.data.msd import remap_labels
+    from mtssl.engine.run import train_run
+
+    swapped = remap_labels(np.array([0, 1, 2, 3]), {1: 2, 2: 1})
+    assert swapped.tolist() == [0, 2, 1, 3]  # all at once: a swap, not a chain
+    # Four foreground labels, as BraTS has, merged into one "whole" class.
+    rewrite_meta(msd_root, lambda m: m.update(labels={"0": "bg", "1": "a", "2": "b", "3": "c", "4": "d"}))
+    for i in range(5):  # 16^3: a V-Net's smallest input
+        save(
+            msd_root / "imagesTr" / f"case_{i}.nii.gz",
+            np.random.default_rng(i).normal(size=(16,) * 3).astype(np.float32),
+        )
+        label = np.zeros((16, 16, 16), np.uint8)
+        label[2:6, 2:6, 2:6], label[6:9, 6:9, 6:9], label[9:12, 2:6, 2:6], label[2:6, 9:12, 6:9] = 1, 2, 3, 4
+        save(msd_root / "labelsTr" / f"case_{i}.nii.gz", label)
+    assert DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8)).num_classes == 4
+    data = DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8), label_map={2: 1, 3: 1, 4: 1})
+    assert data.num_classes == 1
+    item = data.test[0]["label"].numpy()
+    assert set(np.unique(item).tolist()) == {0, 1} and item.sum() == 64 + 27 + 48 + 36  # every label now 1
+    cfg = {
+        "recipe": {"name": "supervised"},
+        "data": {"name": "msd", "root": str(msd_root), "patch": [16, 16, 16], "label_map": {2: 1, 3: 1, 4: 1}},
+        "model": {"backbone": {"name": "vnet", "n_filters": 4}},
+        "train": {"iterations": 2, "progress": False, "batch_size": 2, "labeled_bs": 2},
+        "eval": {"stride": [16, 16, 16]},
+    }
+    summary = train_run(cfg, tmp_path / "run")
+    assert {r["class"] for r in summary["per_case"]} == {1}
