@@ -17,6 +17,7 @@ from mtssl.registry import DATASETS
 __all__ = ["image_to_channels", "images2d", "read_image"]
 
 SUFFIXES = (".png", ".tif", ".tiff")
+MASK_SUFFIXES = (*SUFFIXES, ".gif", ".bmp")  # lossless formats masks come in (DRIVE's are GIFs)
 VOLUME_SUFFIXES = (".npy", ".nii", ".gz")
 
 
@@ -67,6 +68,30 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"{path} is not a readable image: {exc}") from exc
 
 
+def read_mask(path: Path) -> np.ndarray:
+    """A mask file as an (H, W) array of its values.
+
+    A palette image (GIF, indexed PNG) gives its gray values when its palette is gray (DRIVE's
+    GIFs: 0 and 255), and its palette indices otherwise (VOC's coloured masks: index = class).
+    """
+    from PIL import Image
+
+    if not path.is_file():
+        raise DataError(f"missing file {path}")
+    try:
+        with Image.open(path) as img:
+            if img.mode == "P":
+                used = np.unique(np.asarray(img))
+                palette = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+                rgb = palette[used[used < len(palette)]]
+                if len(rgb) and (rgb == rgb[:, :1]).all():
+                    return np.asarray(img.convert("L"))
+            mask = np.asarray(img)
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable image: {exc}") from exc
+    return mask[..., 0] if mask.ndim == 3 else mask
+
+
 def image_to_channels(image: np.ndarray, normalization: str) -> np.ndarray:
     """``(H, W)`` or ``(H, W, C)`` image to ``(C, H, W)`` float32, z-scored per channel or scaled to [0, 1]."""
     chw = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
@@ -86,19 +111,31 @@ class _Reader:
     foreground_value: int | None
     normalization: str
     slice_axis: int | None
+    mask_name: str | None = None
 
     def mask_path(self, stem: str, path: Path) -> Path:
-        matches = [self.label_folder / path.name, *(self.label_folder / f"{stem}{s}" for s in SUFFIXES)]
+        if self.mask_name is not None:
+            number = re.search(r"\d+", stem)
+            try:
+                name = self.mask_name.format(stem=stem, number=number.group() if number else "")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise DataError(f"data.mask_name {self.mask_name!r} may use {{stem}} and {{number}} only") from exc
+            matches = [self.label_folder / name]
+        else:  # the image's name, or its stem with any mask format
+            matches = [self.label_folder / path.name, *(self.label_folder / f"{stem}{s}" for s in MASK_SUFFIXES)]
         found = next((m for m in matches if m.is_file()), None)
         if found is None:
-            raise DataError(f"case {stem}: no mask named {path.name} in {self.label_folder}")
+            tried = ", ".join(m.name for m in matches[:3]) + (", ..." if len(matches) > 3 else "")
+            raise DataError(
+                f"case {stem}: no mask in {self.label_folder} (tried {tried}); name masks after their images, "
+                "or set data.mask_name (e.g. '{number}_manual1.gif')"
+            )
         return found
 
     def load(self, stem: str, path: Path, with_label: bool, index: int | None = None) -> CaseData:
         if index is None:
             image = read_image(path)
-            mask = read_image(self.mask_path(stem, path)) if with_label else None
-            mask = mask[..., 0] if mask is not None and mask.ndim == 3 else mask
+            mask = read_mask(self.mask_path(stem, path)) if with_label else None
         else:
             image = np.take(_read_volume(path), index, axis=self.slice_axis)
             mask = (
@@ -126,6 +163,7 @@ def images2d(
     num_classes: int = 1,
     normalization: Literal["zscore", "unit"] = "zscore",
     slice_axis: int | None = None,
+    mask_name: str | None = None,
     labeled: int | str | None = None,
     selection: Literal["first", "random"] = "first",
     val: float | str | None = None,
@@ -153,6 +191,10 @@ def images2d(
     Args:
         root: base folder; the ``*_dir`` options are relative to it.
         normalization: ``"zscore"`` per image and channel, or ``"unit"`` (divide by the dtype's maximum).
+        mask_name: how an image's mask is named, as a format string of ``{stem}`` (the image's file
+            name without its suffix) and ``{number}`` (the first number in it): DRIVE's masks are
+            ``'{number}_manual1.gif'``. By default a mask has the image's stem and any of
+            PNG, TIFF, GIF or BMP.
         labeled: labeled cases: a count (the first N by default), a list file, or None for all.
         selection: ``"first"`` N training cases (the literature's) or ``"random"`` (seeded).
         val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
@@ -171,7 +213,7 @@ def images2d(
         raise DataError(f"test_cases {unknown[:5]} have no image in {base / image_dir}")
     label_folder = base / label_dir
 
-    reader = _Reader(label_folder, foreground_value, normalization, slice_axis)
+    reader = _Reader(label_folder, foreground_value, normalization, slice_axis, mask_name)
     cases = [c for stem in images if stem not in test_cases for c in reader.cases(stem, images[stem], True)]
     extra = []
     if unlabeled_dir is not None:

@@ -95,3 +95,67 @@ def test_slices_of_volumes(tmp_path):
     assert np.array_equal(data.store["v0:2"].label, np.load(tmp_path / "seg" / "v0.npy")[..., 2])
     batch = next(iter(data.loader(4, 2)))
     assert batch["image"].shape == (4, 1, 32, 32)
+
+
+@pytest.mark.parametrize("naming", ["stem", "pattern"])
+def test_tif_images_with_gif_masks(tmp_path, naming):
+    # DRIVE's layout: 21_training.tif with 21_manual1.gif; or masks renamed to the image's stem.
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    masks = {}
+    for n in (21, 22, 23):
+        Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(
+            tmp_path / "images" / f"{n}_training.tif"
+        )
+        mask = np.zeros((40, 36), np.uint8)
+        mask[5 + n % 3 : 20, 8:30] = 255
+        masks[n] = mask
+        name = f"{n}_training.gif" if naming == "stem" else f"{n}_manual1.gif"
+        Image.fromarray(mask).save(tmp_path / "masks" / name)
+    options = {"mask_name": "{number}_manual1.gif"} if naming == "pattern" else {}
+    data = DATASETS.create(
+        "images2d",
+        root=str(tmp_path),
+        image_dir="images",
+        label_dir="masks",
+        test_cases=["23_training"],
+        labeled=2,
+        patch=(32, 32),
+        **options,
+    )
+    assert data.split.test == ("23_training",) and data.in_channels == 3
+    item = data.test[0]
+    assert np.array_equal(item["label"].numpy(), masks[23] == 255)
+
+
+def test_a_missing_mask_names_what_was_tried(tmp_path):
+    from mtssl.data.cases import DataError
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "7_training.tif")
+    with pytest.raises(DataError, match=r"case 7_training: no mask in .*masks \(tried 7_manual1\.gif\); name masks"):
+        DATASETS.create(
+            "images2d",
+            root=str(tmp_path),
+            image_dir="images",
+            label_dir="masks",
+            mask_name="{number}_manual1.gif",
+            patch=(8, 8),
+        )
+
+
+def test_palette_masks_gray_values_or_class_indices(tmp_path):
+    from mtssl.data.images2d import read_mask
+
+    indices = np.zeros((6, 6), np.uint8)
+    indices[1:3, 1:3], indices[3:5, 3:5] = 1, 2
+    coloured = Image.fromarray(indices, mode="P")
+    coloured.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (253 * 3))  # VOC's: index = class
+    coloured.save(tmp_path / "voc.png")
+    assert np.array_equal(read_mask(tmp_path / "voc.png"), indices)
+    gray = Image.fromarray(indices, mode="P")
+    gray.putpalette([0, 0, 0, 255, 255, 255, 7, 7, 7] + [0] * (253 * 3))  # a gray palette: its values
+    gray.save(tmp_path / "gray.gif")
+    assert np.array_equal(read_mask(tmp_path / "gray.gif"), np.choose(indices, [0, 255, 7]))
