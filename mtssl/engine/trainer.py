@@ -616,9 +616,10 @@ class Trainer:
         mine = range(self.dist.rank, n, self.dist.world_size)
         self.model.eval()
         pre = self.preprocessing()
+        shown = self.cfg.train.progress and self.dist.main
         rows = evaluate_cases(
             self.predict_fn(),
-            (cases[i] for i in mine),
+            _case_progress((cases[i] for i in mine), len(mine), split, shown),
             dataclasses.replace(self.cfg.eval, max_cases=None),
             self.data.patch,
             self.data.num_classes,
@@ -657,21 +658,33 @@ class Trainer:
 
 
 class _Progress:
-    """A rich progress bar (it/s, ETA, loss terms) refreshed only when the losses are logged."""
+    """Training progress, refreshed when the losses are logged.
 
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    On a terminal: a rich bar whose count, speed and ETA come first and never get cut; the losses
+    show as the total and, in the room left, as many terms as fit (folded away first on a narrow
+    terminal). Elsewhere (a log file, a CI job): one plain line per log record.
+    """
 
+    def __init__(self, total: int, done: int, enabled: bool, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Column
+
+        self.console = console or Console(stderr=True)
+        self.enabled, self.total = enabled, total
+        self.live = enabled and self.console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]train"),
-            BarColumn(),
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[speed]}"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[losses]}"),
-            disable=not enabled,
+            TextColumn("eta {task.fields[eta]}"),
+            BarColumn(bar_width=None, table_column=Column(ratio=1)),
+            TextColumn("{task.fields[losses]}", table_column=Column(overflow="ellipsis", no_wrap=True, ratio=3)),
+            console=self.console,
+            disable=not self.live,
+            expand=True,
         )
-        self.task = self.progress.add_task("train", total=total, completed=done, speed="", losses="")
+        self.task = self.progress.add_task("train", total=total, completed=done, speed="", eta="-", losses="")
 
     def __enter__(self) -> _Progress:
         self.progress.__enter__()
@@ -680,9 +693,44 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
+    @staticmethod
+    def losses(record: Mapping[str, Any]) -> str:
+        terms = {k[5:]: v for k, v in record.items() if k.startswith("loss/")}
+        total = terms.pop("total", None)
+        parts = ([f"total={total:.3f}"] if total is not None else []) + [f"{k}={v:.3f}" for k, v in terms.items()]
+        return " ".join(parts)
+
     def update(self, iteration: int, record: Mapping[str, Any]) -> None:
-        losses = " ".join(f"{k[5:]}={v:.3f}" for k, v in record.items() if k.startswith("loss/"))
-        self.progress.update(self.task, completed=iteration, speed=f"{record['it_per_s']:.2f} it/s", losses=losses)
+        speed = f"{record['it_per_s']:.2f} it/s"
+        left = (self.total - iteration) / max(record["it_per_s"], 1e-9)  # from the logged speed
+        eta = f"{int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+        if self.live:
+            self.progress.update(self.task, completed=iteration, speed=speed, eta=eta, losses=self.losses(record))
+        elif self.enabled:
+            self.console.print(
+                f"train {iteration}/{self.total} {speed} eta {eta} {self.losses(record)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def _case_progress(items: Any, total: int, split: str, enabled: bool, console: Any = None) -> Any:
+    """Yield ``items`` (test cases), showing which one is being tested: a transient bar on a
+    terminal, a line per case elsewhere."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = console or Console(stderr=True)
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(f"testing ({split})", total=total)
+        for k, item in enumerate(items, 1):
+            if not console.is_terminal:
+                console.print(f"{split} case {k}/{total}: {item['case']}", highlight=False)
+            yield item
+            bar.advance(task)
 
 
 class _StopOnSignals:

@@ -148,3 +148,41 @@ def test_metrics_json_is_strict_json(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
     assert metrics["mean"]["hd95"] is None and metrics["per_case"][0]["hd95"] is None
     assert "nan" in (tmp_path / "metrics.csv").read_text()  # CSV readers take NaN
+
+
+def test_progress_keeps_count_speed_and_eta_at_80_columns():
+    import io
+
+    from rich.console import Console
+
+    from mtssl.engine.trainer import _Progress
+
+    record = {"it_per_s": 1.25, "loss/total": 0.5, **{f"loss/term_with_a_long_name_{i}": 0.1 * i for i in range(12)}}
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True, color_system=None)
+    progress = _Progress(500, 0, enabled=True, console=console)
+    progress.update(40, record)
+    console.print(progress.progress.make_tasks_table(progress.progress.tasks))
+    line = next(line for line in out.getvalue().splitlines() if "train" in line)
+    assert len(line) <= 80 and "40/500" in line and "1.25 it/s" in line and "0:06:08" in line
+    assert "total=0.500" in line  # the total first; the terms take the room left
+
+    plain = io.StringIO()  # not a terminal (a log file, CI): a plain line per record
+    progress = _Progress(500, 0, enabled=True, console=Console(file=plain, width=80))
+    progress.update(40, record)
+    progress.update(60, record)
+    lines = plain.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["40/500", "60/500"] and "eta 0:06:08" in lines[0]
+
+
+def test_testing_shows_each_case():
+    import io
+
+    from rich.console import Console
+
+    from mtssl.engine.trainer import _case_progress
+
+    out = io.StringIO()
+    items = [{"case": c} for c in ("a", "b", "c")]
+    assert list(_case_progress(iter(items), 3, "test", True, Console(file=out, width=80))) == items
+    assert out.getvalue().splitlines() == ["test case 1/3: a", "test case 2/3: b", "test case 3/3: c"]
