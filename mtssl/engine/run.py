@@ -90,14 +90,18 @@ def _train_and_test(
     config: Mapping[str, Any], out: Path, resume: bool, allow_config_change: bool, main: bool
 ) -> dict[str, Any] | None:
     trainer = Trainer(config, out, resume=resume, allow_config_change=allow_config_change)
-    trainer.fit()
-    if not len(trainer.data.test):
-        return None
-    trainer.final_weights()
-    summary = trainer.evaluate("test")
-    if main:
-        write_metrics(out, summary)
-    return summary
+    try:
+        trainer.fit()
+        if not len(trainer.data.test):
+            return None
+        trainer.final_weights()
+        summary = trainer.evaluate("test")
+        if main:
+            write_metrics(out, summary)
+            trainer.scalars(summary["mean"], trainer.iteration, prefix="test/")
+        return summary
+    finally:
+        trainer.close()
 
 
 def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
 from mtssl.engine.optim import LRSchedule, Optimizer, build_optimizer
 from mtssl.engine.records import RunLog, config_changes
 from mtssl.model import MultiTaskModel, backbone_section, build_model
-from mtssl.recipes.base import Recipe
+from mtssl.recipes.base import Recipe, term_names
 from mtssl.registry import DATASETS, RECIPES
 from mtssl.strategies.context import StepContext
 from mtssl.tasks.seg import Segmentation
@@ -68,6 +68,8 @@ class TrainConfig:
     recipes that leave a head out of some steps. ``keep_checkpoints`` is how many periodic
     checkpoints are kept: ``last.pt`` and the ``keep_checkpoints - 1`` before it
     (``checkpoints/iter-<N>.pt``), which a resume falls back to when ``last.pt`` is damaged.
+    ``tensorboard`` also writes every log record and the test metrics as TensorBoard scalars
+    under ``<run>/tensorboard`` (needs the ``tensorboard`` package: ``pip install mtssl[tensorboard]``).
     """
 
     iterations: int = 6000
@@ -84,6 +86,7 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
+    tensorboard: bool = False
     log_every: int = 50
     nan_check_every: int = 50
     nan_policy: Literal["stop", "skip"] = "stop"
@@ -270,6 +273,16 @@ class Trainer:
         self.sampler = self.loader.batch_sampler
         self.iteration, self.epoch, self.batch_in_epoch, self.best = 0, 0, 0, -math.inf
         self.skipped, self._signal = 0, None
+        self.term_names = term_names(self.recipe.terms)
+        self._writer: Any = None  # the TensorBoard writer, opened on first use
+        if tc.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "train.tensorboard needs the tensorboard package: pip install 'mtssl[tensorboard]' "
+                    "(or set train.tensorboard=false; log.jsonl has the same numbers)"
+                ) from None
         self._saved_at: int | None = None  # the iteration of the last.pt this trainer wrote or resumed from
         self.ckpt_dir = self.out / "checkpoints"
         if resume:
@@ -535,6 +548,26 @@ class Trainer:
                     continue
                 break
 
+    def scalars(self, values: Mapping[str, Any], step: int, prefix: str = "") -> None:
+        """Write the numeric ``values`` as TensorBoard scalars at ``step`` (rank 0, with ``train.tensorboard``)."""
+        if not (self.cfg.train.tensorboard and self.dist.main):
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: a resumed run drops what a killed one wrote past its checkpoint
+            self._writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.iteration or None)
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("iteration",):
+                self._writer.add_scalar(prefix + key, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if any."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def _after_step(self, parts: dict[str, torch.Tensor], progress: _Progress, log_file: Any) -> None:
         tc = self.cfg.train
         self.iteration += 1
@@ -571,11 +604,12 @@ class Trainer:
             "window": [self._start_it + 1, self.iteration],
             "skipped_steps": self.skipped,
             **{f"loss/{k}": v for k, v in values.items()},
-            **{f"weight/{i}": t.weight(self.iteration - 1) for i, t in enumerate(self.recipe.terms)},
+            **{f"weight/{n}": t.weight(self.iteration - 1) for n, t in zip(self.term_names, self.recipe.terms)},
         }
         self._check_finite({k: torch.tensor(v) for k, v in values.items()})
         if self.dist.main:
             log_file.write(record)
+            self.scalars(record, self.iteration)
             progress.update(self.iteration, record)
         self._sums, self._count, self._tick, self._start_it = {}, 0, now, self.iteration
 
@@ -644,7 +678,9 @@ class Trainer:
         split = self.cfg.eval.select
         if split == "val" and not len(self.data.val):
             raise ConfigError("eval.select: val needs a validation split: set data.val to a fraction or a list file")
-        score = self.evaluate(split)["mean"]["dice"] or 0.0
+        means = self.evaluate(split)["mean"]
+        self.scalars(means, self.iteration, prefix=f"{split}/")
+        score = means["dice"] or 0.0
         if score > self.best:
             self.best = score
             self.save("best.pt")

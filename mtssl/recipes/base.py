@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -11,7 +12,7 @@ import torch
 from mtssl.strategies.context import StepContext
 from mtssl.strategies.schedules import Schedule, build_schedule
 
-__all__ = ["Recipe", "Teacher", "Term"]
+__all__ = ["Recipe", "Teacher", "Term", "term_names"]
 
 LossTerm = Callable[[StepContext], Mapping[str, torch.Tensor]]
 
@@ -27,6 +28,17 @@ class Term:
     def of(cls, fn: LossTerm, weight: float | Mapping[str, Any] | Schedule = 1.0) -> Term:
         return cls(fn, build_schedule(weight))
 
+    @property
+    def name(self) -> str:
+        """What the logs call this term: its ``name``, else its function's or class's name (snake case)
+        with the head it acts on (``supervised_seg``, ``mean_teacher_seg``)."""
+        named = getattr(self.fn, "name", None)
+        if isinstance(named, str):
+            return named
+        base = getattr(self.fn, "__name__", None) or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self.fn).__name__).lower()
+        output = getattr(self.fn, "output", None)
+        return f"{base}_{output.replace('/', '')}" if isinstance(output, str) else base
+
 
 @dataclasses.dataclass(frozen=True)
 class Teacher:
@@ -34,6 +46,16 @@ class Teacher:
 
     decay: float = 0.99
     mode: Literal["train", "eval"] = "train"
+
+
+def term_names(terms: Sequence[Term]) -> list[str]:
+    """Each term's :attr:`Term.name`, with ``_2``, ``_3``, ... where two terms share one."""
+    seen: dict[str, int] = {}
+    names = []
+    for term in terms:
+        seen[term.name] = seen.get(term.name, 0) + 1
+        names.append(term.name if seen[term.name] == 1 else f"{term.name}_{seen[term.name]}")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
