@@ -49,13 +49,26 @@ def collect(out: Path, cells: Sequence[Cell]) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(values: list[float], scale: float) -> tuple[float | None, str]:
+def _fmt(values: list[float], scale: float) -> tuple[float | None, float | None, str]:
+    """Mean, standard deviation over seeds (None with one seed) and the printed ``mean ± std``."""
     finite = [v for v in values if v is not None and not math.isnan(v)]
     if not finite:
-        return None, "n/a"
+        return None, None, "n/a"
     mean = statistics.mean(finite)
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return mean, f"{mean * scale:.2f} ± {std * scale:.2f}"
+    std = statistics.stdev(finite) if len(finite) > 1 else None
+    return mean, std, f"{mean * scale:.2f} ± {(std or 0.0) * scale:.2f}"
+
+
+def _clear_best(cells: list[tuple[float | None, float | None, str]], higher: bool) -> int | None:
+    """The index of the best entry when it beats the runner-up by more than either's seed spread
+    (both measured over two or more seeds); otherwise None: nothing is bolded on noise."""
+    ranked = sorted((c for c in enumerate(cells) if c[1][0] is not None), key=lambda c: c[1][0], reverse=higher)
+    if len(ranked) < 2:
+        return None
+    (i, (best, s1, _)), (_, (second, s2, _)) = ranked[0], ranked[1]
+    if s1 is None or s2 is None or abs(best - second) <= max(s1, s2):
+        return None
+    return i
 
 
 def _per_case(out: Path, cell_run: str) -> dict[str, float]:
@@ -104,7 +117,7 @@ def _table(rows: list[dict[str, Any]], published: list[dict[str, Any]]) -> list[
         "| recipe | labels | Dice % | Jaccard % | 95HD | ASD | empty | runs |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    groups: dict[int, list[tuple[str, dict[str, tuple[float | None, str]], int, int]]] = {}
+    groups: dict[int, list[tuple[str, dict[str, tuple[float | None, float | None, str]], int, int]]] = {}
     for labels in sorted({r["labels"] for r in rows}):
         for recipe in dict.fromkeys(r["recipe"] for r in rows):
             sel = [r for r in rows if r["recipe"] == recipe and r["labels"] == labels]
@@ -114,12 +127,9 @@ def _table(rows: list[dict[str, Any]], published: list[dict[str, Any]]) -> list[
                     (recipe, cells, sum(r["empty_predictions"] for r in sel), len(sel))
                 )
     for labels, entries in groups.items():
-        best = {}
-        for m in METRICS:
-            values = [c[m][0] for _, c, _, _ in entries if c[m][0] is not None]
-            best[m] = (max if HIGHER_IS_BETTER[m] else min)(values) if values else None
-        for recipe, cells, empty, n in entries:
-            text = [f"**{cells[m][1]}**" if cells[m][0] == best[m] else cells[m][1] for m in METRICS]
+        best = {m: _clear_best([c[m] for _, c, _, _ in entries], HIGHER_IS_BETTER[m]) for m in METRICS}
+        for k, (recipe, cells, empty, n) in enumerate(entries):
+            text = [f"**{cells[m][2]}**" if best[m] == k else cells[m][2] for m in METRICS]
             lines.append(f"| {recipe} | {labels} | {' | '.join(text)} | {empty} | {n} |")
         for pub in (p for p in published if p.get("labels") == labels):
             values = [f"{pub[m]:.2f}" if pub.get(m) is not None else "—" for m in METRICS]
@@ -137,15 +147,17 @@ def _plots(out: Path, rows: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Dice against label count: mean over seeds with the seed spread as error bars, on the whole 0-100 scale.
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         labels = sorted({r["labels"] for r in rows if r["recipe"] == recipe})
-        means = [
-            statistics.mean(r["dice"] * 100 for r in rows if r["recipe"] == recipe and r["labels"] == n) for n in labels
-        ]
-        ax.plot(labels, means, marker="o", label=recipe)
-    ax.set(xlabel="labeled cases", ylabel="Dice %", title="Dice against label count")
-    ax.legend()
+        per = [[r["dice"] * 100 for r in rows if r["recipe"] == recipe and r["labels"] == n] for n in labels]
+        means = [statistics.mean(v) for v in per]
+        spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per]
+        ax.errorbar(labels, means, yerr=spread, marker="o", capsize=3, label=f"{recipe} ({len(per[0])} seeds)")
+    ax.set(xlabel="labeled cases", ylabel="Dice % (mean ± std over seeds)", title="Dice against label count")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "dice_vs_labels.png", dpi=100, metadata={"Software": None})
     plt.close(fig)
@@ -159,21 +171,37 @@ def _plots(out: Path, rows: list[dict[str, Any]]) -> None:
     ax.boxplot(data)
     ax.set_xticks(range(1, len(groups) + 1), [f"{g[0]}\n{g[1]}" for g in groups], fontsize=7)
     ax.set(ylabel="Dice % per test case", title="Per-case Dice")
+    ax.set_ylim(0, 100)
     fig.tight_layout()
     fig.savefig(out / "per_case_dice.png", dpi=100, metadata={"Software": None})
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    # Loss curves per logged component: each panel compares the runs that log that component.
+    logs = {}
     for r in rows:
-        records = [json.loads(line) for line in (out / r["run"] / "log.jsonl").read_text().splitlines()]
-        ax.plot(
-            [x["iteration"] for x in records],
-            [x["loss/total"] for x in records],
-            lw=0.8,
-            label=f"{r['recipe']} {r['labels']} s{r['seed']}",
-        )
-    ax.set(xlabel="iteration", ylabel="total loss", title="Loss curves")
-    ax.legend(fontsize=6)
+        path = out / r["run"] / "log.jsonl"
+        if path.is_file():
+            logs[f"{r['recipe']} {r['labels']} s{r['seed']}"] = [json.loads(x) for x in path.read_text().splitlines()]
+    terms = sorted(
+        {k for records in logs.values() for x in records for k in x if k.startswith("loss/")} - {"loss/total"}
+    )
+    if not terms:
+        return
+    cols = min(3, len(terms))
+    nrows = math.ceil(len(terms) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
+    for ax, term in zip(axes.flat, terms):
+        for name, records in logs.items():
+            points = [(x["iteration"], x[term]) for x in records if term in x]
+            if points:
+                marker = "o" if len(points) <= 20 else None  # few records: show where they are
+                ax.plot(*zip(*points), lw=0.8, marker=marker, ms=3, label=name)
+        ax.set(title=term[5:], xlabel="iteration")
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(terms) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle("Loss curves per term")
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=100, metadata={"Software": None})
     plt.close(fig)
@@ -193,7 +221,8 @@ def write_report(out: Path, grid: Grid, cells: Sequence[Cell], published: str | 
     lines = [
         "# Results",
         "",
-        "Mean ± std over seeds of the per-run means; best per label count in bold; "
+        "Mean ± std over seeds of the per-run means (± 0.00: one seed); a value is bold where it is best "
+        "for its label count by more than the seed spread of it and the runner-up (never with one seed); "
         "95HD and ASD in voxels unless the data set has a physical spacing.",
         "",
         *_table(rows, pub or []),

@@ -176,3 +176,14 @@ def test_the_report_after_only_covers_every_finished_cell(grid_file, tmp_path):
     run_grid(grid_file, out, only="supervised/labels3/*")  # a grid run cell by cell, as a CPU grid is
     rows = json.loads((out / "results.json").read_text())
     assert [(r["recipe"], r["labels"]) for r in rows] == [("supervised", 2), ("supervised", 3)]
+
+
+def test_bold_only_where_the_gap_exceeds_the_seed_spread():
+    from mtssl.bench.report import _clear_best, _fmt
+
+    a, b = _fmt([0.80, 0.82, 0.81], 100), _fmt([0.70, 0.71, 0.72], 100)
+    assert _clear_best([a, b], higher=True) == 0  # 10 points apart, spread 1
+    noisy = _fmt([0.60, 0.90, 0.75], 100)
+    assert _clear_best([a, noisy], higher=True) is None  # 6 points apart, spread 15
+    assert _clear_best([_fmt([0.9], 100), _fmt([0.1], 100)], higher=True) is None  # one seed: no spread known
+    assert _clear_best([_fmt([3.0, 3.1], 1), _fmt([9.0, 9.2], 1)], higher=False) == 0  # 95HD: lower is better
