@@ -4,7 +4,7 @@ How a block is run (docs/contributing.md says the same, for people writing docs)
 
 - Each page runs in its own sandbox folder, block after block, in the page's order, so a command
   can use what an earlier one wrote. The sandbox holds ``examples`` and ``docs`` (copies),
-  ``benchmarks`` (a link), ``data/LA`` (the restored LA set), ``../shared/data`` (the shared
+  ``benchmarks`` (a link), ``data/LA`` (the restored LA set), ``data/isbi2012``, ``../shared/data`` (the shared
   data) and ``case.nii.gz`` (a phantom volume standing in for "your image").
 - ``<!-- docs-test: quick="ARGS" -->`` before a block appends ARGS to each of its ``mtssl`` and
   ``python`` commands: the documented quick override of a command that would take too long.
@@ -95,6 +95,7 @@ class Sandbox:
         (self.cwd / "benchmarks").symlink_to(REPO / "benchmarks")
         (self.cwd / "data").mkdir()
         (self.cwd / "data" / "LA").symlink_to(la_root)
+        (self.cwd / "data" / "isbi2012").symlink_to(data_dir / "isbi2012")
         (root / "shared").mkdir()
         (root / "shared" / "data").symlink_to(data_dir)
         self.site: Path | None = None

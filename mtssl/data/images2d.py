@@ -185,7 +185,7 @@ def images2d(
 
     For ISBI 2012 (membrane = 0 in the masks, images 20-29 held out, 30 unlabeled images)::
 
-        images2d(root="../shared/data/isbi2012", unlabeled_dir="unlabeled", foreground_value=0,
+        images2d(root="data/isbi2012", unlabeled_dir="unlabeled", foreground_value=0,
                  test_cases=[str(i) for i in range(20, 30)], labeled=4)
 
     Args:
