@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--quick", action="store_true", help="10 iterations on 32^3 volumes with a 4-filter V-Net")
     args = parser.parse_args()
+    began = time.perf_counter()
     quick = ["data.size=[32,32,32]", "data.patch=[16,16,16]", "model.backbone.n_filters=4", "eval.stride=[16,16,16]"]
     iterations = 10 if args.quick else args.iterations
     table = Table(title=f"3D phantom, 2 labeled volumes, {iterations} iterations, 4 test volumes (one seed)")
@@ -52,6 +53,7 @@ def main() -> None:
         )
     Console().print(table)
     Console().print("One seed: a difference here is not evidence of a gain (see benchmarks/phantom_gap.py).")
+    Console().print(f"make demo: {time.perf_counter() - began:.0f} s wall in all (data, both runs, testing)")
 
 
 if __name__ == "__main__":
