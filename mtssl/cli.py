@@ -130,17 +130,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def probability_channels(pre: Mapping[str, Any]) -> dict[str, Any]:
+    """What each channel of a probability map is: softmax maps start with the background; sigmoid
+    maps have one independent channel per foreground class and no background channel."""
+    names = [str(c) for c in pre.get("class_names") or range(1, int(pre["num_classes"]) + 1)]
+    if pre.get("softmax"):
+        return {"activation": "softmax", "background_channel": True, "channels": ["background", *names]}
+    return {"activation": "sigmoid", "background_channel": False, "channels": names}
+
+
 def _write_prediction(
-    path: Path, labels: Any, probs: Any, meta: Mapping[str, Any], out: Path, with_probs: bool
+    path: Path,
+    labels: Any,
+    probs: Any,
+    meta: Mapping[str, Any],
+    out: Path,
+    with_probs: bool,
+    channels: Mapping[str, Any] | None = None,
 ) -> Path:
+    import json
+
     import numpy as np
 
     out.mkdir(parents=True, exist_ok=True)
     name = path.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+    if with_probs and channels is not None:  # beside every probability file, whatever its format
+        (out / f"{stem}_prob.json").write_text(json.dumps(dict(channels), indent=1))
     if meta["format"] == "nifti":
         import nibabel as nib
 
-        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
         target = out / f"{stem}_pred.nii.gz"
 
         def like_input(array: Any, dtype: Any) -> Any:
@@ -151,7 +170,10 @@ def _write_prediction(
 
         nib.save(like_input(labels, np.uint8), target)
         if with_probs:
-            nib.save(like_input(np.moveaxis(probs, 0, -1), np.float32), out / f"{stem}_prob.nii.gz")
+            prob = like_input(np.moveaxis(probs, 0, -1), np.float32)
+            if channels is not None:  # the 4th axis, in the header's 80-character description
+                prob.header["descrip"] = ("channels: " + ", ".join(channels["channels"]))[:79].encode()
+            nib.save(prob, out / f"{stem}_prob.nii.gz")
     elif meta["format"] == "h5":
         import h5py
 
@@ -159,7 +181,9 @@ def _write_prediction(
         with h5py.File(target, "w") as f:
             f.create_dataset("label", data=labels, compression="gzip")
             if with_probs:
-                f.create_dataset("probability", data=probs, compression="gzip")
+                dataset = f.create_dataset("probability", data=probs, compression="gzip")
+                for key, value in (channels or {}).items():
+                    dataset.attrs[key] = value
     elif meta["format"] == "image":
         from PIL import Image
 
@@ -184,7 +208,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         path = Path(item)
         image, meta = read_input(path)
         probs, labels = predictor(image)
-        target = _write_prediction(path, labels, probs, meta, Path(args.out), args.probabilities)
+        channels = probability_channels(predictor.pre)
+        target = _write_prediction(path, labels, probs, meta, Path(args.out), args.probabilities, channels)
         print(f"{path} -> {target}")
     return 0
 

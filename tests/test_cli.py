@@ -141,3 +141,12 @@ def test_list_prints_plain_text_and_wraps(capsys, monkeypatch):
     assert max(len(line) for line in out.splitlines()) <= 80
     text = "".join(line.split("│")[-2].strip() for line in out.splitlines() if line.count("│") == 5)
     assert "mean((sigmoid(-ksdf)-sigmoid(seg))^2)" in text.replace(" ", "")  # DTC's summary, whole
+
+
+def test_probability_channels_name_the_background_only_for_softmax():
+    from mtssl.cli import probability_channels
+
+    sigmoid = probability_channels({"softmax": False, "num_classes": 3, "class_names": ["1", "2", "3"]})
+    assert sigmoid == {"activation": "sigmoid", "background_channel": False, "channels": ["1", "2", "3"]}
+    softmax = probability_channels({"softmax": True, "num_classes": 2})
+    assert softmax["channels"] == ["background", "1", "2"] and softmax["background_channel"]

@@ -37,8 +37,13 @@ def test_predict_round_trips_nifti(run_dir, tmp_path, capsys):
     assert prob.shape == (32, 32, 32, 1) and prob.get_data_dtype() == np.float32
     for out in (pred, prob):  # the input's header, not only its affine
         assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (1, 4)
-        assert out.header.get_xyzt_units() == ("mm", "sec") and out.header["descrip"] == b"from the scanner"
+        assert out.header.get_xyzt_units() == ("mm", "sec")
         assert np.allclose(out.header.get_qform(), affine) and np.allclose(out.header.get_sform(), affine)
+    assert pred.header["descrip"] == b"from the scanner"
+    # A sigmoid model's probabilities have no background channel, and the files say so.
+    assert prob.header["descrip"] == b"channels: 1"
+    channels = json.loads((tmp_path / "pred" / "case_prob.json").read_text())
+    assert channels == {"activation": "sigmoid", "background_channel": False, "channels": ["1"]}
     probs, labels = mtssl.load(run_dir)(source)
     assert np.array_equal(np.asarray(pred.dataobj), labels) and probs.shape == (1, 32, 32, 32)
     _, from_array = mtssl.load(run_dir / "checkpoints" / "last.pt")(image[0])
