@@ -242,3 +242,19 @@ def test_make_figures_draws_a_real_run(tmp_path):
     train_run(supervised, tmp_path / "sup")
     with pytest.raises(SystemExit, match="needs seg and sdf heads"):
         script["main"](["--run", str(tmp_path / "sup"), "--out", str(tmp_path / "f3")])
+
+
+def test_the_site_builds_strictly(tmp_path):
+    # The same strict build as `make docs` and `make test`: a docstring griffe cannot parse (two
+    # parameters on one line, a name not in the signature) or a broken link fails it.
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ops = (tmp_path / "site" / "ops" / "index.html").read_text()
+    assert "assets/katex/katex.min.js" in ops and "cdn" not in ops.lower()  # math from the site itself
