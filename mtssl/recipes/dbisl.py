@@ -1,6 +1,6 @@
 """DBiSL (arXiv 2602.09378): segmentation and signed distance teaching each other in both directions.
 
-Four switchable components (METHODS.md):
+Four switchable components (docs/dbisl.md):
 
 1. ``supervised``: Dice + CE of seg and MSE of sdf on labeled samples, and, with
    ``transformed_supervision``, the transformed outputs too: Dice of ``sigmoid(-k sdf)`` against

@@ -1,6 +1,6 @@
 """The literature's semi-supervised recipes, each a short composition of registered terms.
 
-Weights and schedules are the published code's (METHODS.md): the consistency weight ramps as
+Weights and schedules are the published code's (docs/recipes.md): the consistency weight ramps as
 ``c * exp(-5 (1 - min(t // 150, 40) / 40)^2)``, full at the end of the 6000-iteration LA schedule.
 Each recipe's ``ramp_divisor`` (150) scales that ramp for a run of another length: a run of N
 iterations ramps over it as the literature's runs do with ``ramp_divisor = N / 40``.
