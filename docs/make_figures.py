@@ -3,7 +3,7 @@
     python docs/make_figures.py --run RUN --grid GRID [--case 0] [--out docs/figures]
 
 - ``RUN`` is a run folder of a seg + SDF recipe (DBiSL or DTC), for example a cell of the CPU LA
-  grid: ``runs/la_cpu_quick/runs/dbisl/labels16/seed1337``. The script tests its weights on one test
+  grid: ``runs/la_cpu/runs/dbisl/labels4/seed1338``. The script tests its weights on one test
   case with the run's own sliding-window settings, and draws one slice through the label's centre:
   the image with the label, the prediction, the exact SDF target, the predicted SDF, and the
   uncertainty, which is the two tasks' disagreement ``|sigmoid(seg) - sigmoid(-k sdf)|``.

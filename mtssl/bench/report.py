@@ -145,17 +145,25 @@ def _plots(out: Path, rows: list[dict[str, Any]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.lines
     import matplotlib.pyplot as plt
 
     # Dice against label count: mean over seeds with the seed spread as error bars, on the whole 0-100 scale.
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    counts = sorted({r["labels"] for r in rows})
+    dodge = 0.06 * max(counts[-1] - counts[0], 2)  # side by side, so error bars do not hide each other
+    for k, recipe in enumerate(recipes):
         labels = sorted({r["labels"] for r in rows if r["recipe"] == recipe})
         per = [[r["dice"] * 100 for r in rows if r["recipe"] == recipe and r["labels"] == n] for n in labels]
         means = [statistics.mean(v) for v in per]
         spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per]
-        ax.errorbar(labels, means, yerr=spread, marker="o", capsize=3, label=f"{recipe} ({len(per[0])} seeds)")
+        seeds = "/".join(str(len(v)) for v in per)
+        x = [n + (k - (len(recipes) - 1) / 2) * dodge for n in labels]
+        ax.errorbar(x, means, yerr=spread, marker="o", capsize=3, label=f"{recipe} ({seeds} seeds)")
     ax.set(xlabel="labeled cases", ylabel="Dice % (mean ± std over seeds)", title="Dice against label count")
+    ax.set_xticks(counts)
+    ax.set_xlim(counts[0] - 3 * dodge * len(recipes) / 2, counts[-1] + 3 * dodge * len(recipes) / 2)
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -190,19 +198,21 @@ def _plots(out: Path, rows: list[dict[str, Any]]) -> None:
     cols = min(3, len(terms))
     nrows = math.ceil(len(terms) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
+    color = {name: f"C{i % 10}" for i, name in enumerate(logs)}  # one colour per run in every panel
     for ax, term in zip(axes.flat, terms):
         for name, records in logs.items():
             points = [(x["iteration"], x[term]) for x in records if term in x]
             if points:
                 marker = "o" if len(points) <= 20 else None  # few records: show where they are
-                ax.plot(*zip(*points), lw=0.8, marker=marker, ms=3, label=name)
+                ax.plot(*zip(*points), lw=0.8, marker=marker, ms=3, color=color[name])
         ax.set(title=term[5:], xlabel="iteration")
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(terms) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
-    fig.suptitle("Loss curves per term")
-    fig.tight_layout()
+    handles = [matplotlib.lines.Line2D([], [], color=color[name], lw=1.5) for name in logs]
+    fig.legend(handles, list(logs), loc="lower center", ncol=min(len(logs), 6), fontsize=7, frameon=False)
+    fig.suptitle("Loss curves per term (a panel shows the runs whose recipe has that term)")
+    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(logs) / 6), 1, 1))
     fig.savefig(out / "loss_curves.png", dpi=100, metadata={"Software": None})
     plt.close(fig)
 
