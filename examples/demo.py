@@ -34,7 +34,7 @@ def main() -> None:
     iterations = 10 if args.quick else args.iterations
     table = Table(title=f"3D phantom, 2 labeled volumes, {iterations} iterations, 4 test volumes (one seed)")
     for column in ("recipe", "Dice %", "Jaccard %", "95HD (voxels)", "ASD (voxels)", "empty", "train + test"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=column == "recipe")  # names whole on 80 columns
     for recipe in ("supervised", "dbisl"):
         overrides = [f"train.iterations={iterations}", *(quick if args.quick else [])]
         config = load_config(CONFIGS / f"phantom_{recipe}.yaml", overrides)
