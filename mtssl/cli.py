@@ -55,10 +55,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def print_metrics(summary: Mapping[str, Any], title: str = "test metrics") -> None:
     """A rich table of the four metrics: mean ± std over cases and classes, and one row per class
     when there are several (so an empty class is not hidden in the mean)."""
-    import math
-
     from rich.console import Console
     from rich.table import Table
+
+    from mtssl.engine.evaluate import summarize
 
     rows = list(summary["per_case"])
     classes = sorted({r["class"] for r in rows})
@@ -67,27 +67,28 @@ def print_metrics(summary: Mapping[str, Any], title: str = "test metrics") -> No
     for column in (["class"] if len(classes) > 1 else []) + columns:
         table.add_column(column, justify="right")
 
-    def cell(values: list[Any], scale: float) -> str:
-        finite = [float(v) for v in values if v is not None and not math.isnan(v)]
-        if not finite:
-            return "n/a"
-        mean = sum(finite) / len(finite)
-        std = math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
-        nan = len(values) - len(finite)
-        return f"{mean * scale:.2f} ± {std * scale:.2f}" + (f" ({nan} NaN)" if nan else "")
+    def line(part: Mapping[str, Any]) -> list[str]:
+        def cell(name: str, scale: float) -> str:
+            mean, std = part["mean"][name], part["std"][name]
+            if mean is None:  # no finite value
+                return "n/a"
+            nan = part["nan_counts"][name]
+            return f"{mean * scale:.2f} ± {std * scale:.2f}" + (f" ({nan} NaN)" if nan else "")
 
-    def line(chosen: list[Mapping[str, Any]]) -> list[str]:
-        scales = {"dice": 100, "jaccard": 100, "hd95": 1, "asd": 1}
-        return [cell([r[m] for r in chosen], k) for m, k in scales.items()] + [
-            str(sum(bool(r["empty_prediction"]) for r in chosen))
+        return [
+            cell("dice", 100),
+            cell("jaccard", 100),
+            cell("hd95", 1),
+            cell("asd", 1),
+            str(part["empty_predictions"]),
         ]
 
-    if len(classes) > 1:
-        table.add_row("all", *line(rows))
+    if len(classes) > 1:  # the same means as the run's summary, per class
+        table.add_row("all", *line(summary))
         for c in classes:
-            table.add_row(str(c), *line([r for r in rows if r["class"] == c]))
+            table.add_row(str(c), *line(summarize([r for r in rows if r["class"] == c], "", "")))
     else:
-        table.add_row(*line(rows))
+        table.add_row(*line(summary))
     Console().print(table)
 
 

@@ -84,8 +84,8 @@ class RunLock:
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Delete the temp files of killed writes in ``folder`` and ``folder/checkpoints`` (hold the lock)."""
     folder = Path(folder)
+    # pathlib's "*" matches dot-files too: the checkpoints' ".last.pt.<pid>.tmp" included
     stale = [p for d in (folder, folder / "checkpoints") if d.is_dir() for p in d.glob("*.tmp") if p.is_file()]
-    stale += [p for p in (folder / "checkpoints").glob(".*.tmp") if p.is_file() and p not in stale]
     for path in stale:
         path.unlink(missing_ok=True)
         log.warning("removed %s, left by a write that was killed", path)
