@@ -115,14 +115,14 @@ def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, An
     cfg = build_dataclass(RunConfig, config)
     recipe = build_recipe(cfg)
     data_name, data_options = named_section(cfg.data, "data")
-    DATASETS.validate(data_name, **data_options)
     name, backbone = named_section(backbone_config(cfg, recipe), "model.backbone")
     checked = None
     if check_data:
-        data = DATASETS.create(data_name, **data_options)
+        data = DATASETS.create(data_name, **data_options)  # validates the options, then loads
         checked = data.check()
         BACKBONES.validate(name, **fit_backbone_to_data(backbone, data.in_channels, data.spatial_dims))
     else:
+        DATASETS.validate(data_name, **data_options)
         # The data set sets in_channels and spatial_dims at run time; stand-ins where the backbone requires them.
         required = {k for k, v in BACKBONES.get(name).defaults().items() if v is dataclasses.MISSING}
         stand_ins = {k: v for k, v in {"in_channels": 1, "spatial_dims": 3}.items() if k in required}
