@@ -5,7 +5,10 @@ Four switchable components (docs/dbisl.md):
 1. ``supervised``: Dice + CE of seg and MSE of sdf on labeled samples, and, with
    ``transformed_supervision``, the transformed outputs too: Dice of ``sigmoid(-k sdf)`` against
    the label and MSE of ``seg->sdf(seg)`` against the SDF target;
-2. ``consistency``: seg vs ``sigmoid(-k sdf)`` and sdf vs ``seg->sdf(seg)`` on all samples;
+2. ``consistency``: seg vs ``sigmoid(-k sdf)`` (``sdf->seg``) and sdf vs ``seg->sdf(seg)``
+   (``seg->sdf``) on all samples; ``both``, one direction, or ``none`` (``true``/``false`` mean both/none).
+   ``seg_to_sdf_teaches: sdf`` makes the transformed seg a fixed teacher of the SDF head in the
+   ``seg->sdf`` direction, so that no gradient of it reaches the seg head;
 3. ``pseudo``: a label fused from both tasks supervises both on the unlabeled samples;
 4. ``uncertainty``: the tasks' disagreement (or the fused entropy) weights that pseudo-supervision;
    ``none`` switches it off.
@@ -38,7 +41,8 @@ __all__ = ["dbisl"]
 def dbisl(
     supervised: bool = True,
     transformed_supervision: bool = True,
-    consistency: bool = True,
+    consistency: bool | Literal["both", "sdf->seg", "seg->sdf", "none"] = True,
+    seg_to_sdf_teaches: Literal["both", "sdf"] = "both",
     pseudo: bool = True,
     uncertainty: Literal["disagreement", "entropy", "none"] = "disagreement",
     k: float = 1500.0,
@@ -80,11 +84,12 @@ def dbisl(
                     ramp(transformed_weight * sdf_weight, ramp_divisor),
                 ),
             ]
-    if consistency:
-        terms += [
-            Term.of(CrossTask("sdf", "seg", "sdf->seg", {"k": k}), ramp(consistency_weight, ramp_divisor)),
-            Term.of(CrossTask("seg", "sdf", "seg->sdf", to_sdf), ramp(consistency_weight, ramp_divisor)),
-        ]
+    directions = {True: "both", False: "none"}.get(consistency, consistency)
+    if directions in ("both", "sdf->seg"):
+        terms.append(Term.of(CrossTask("sdf", "seg", "sdf->seg", {"k": k}), ramp(consistency_weight, ramp_divisor)))
+    if directions in ("both", "seg->sdf"):
+        seg_teacher = CrossTask("seg", "sdf", "seg->sdf", to_sdf, detach_source=seg_to_sdf_teaches == "sdf")
+        terms.append(Term.of(seg_teacher, ramp(consistency_weight, ramp_divisor)))
     if pseudo:
         terms.append(
             Term.of(

@@ -40,6 +40,8 @@ class CrossTask:
     For a ``*->seg`` transform the target is the target head's foreground probability (``to_seg``);
     for ``seg->*`` it is the target head's own output. DTC's consistency is
     ``CrossTask(source="sdf", target="seg", transform="sdf->seg")`` over all samples.
+    ``detach_source`` makes the transformed source a fixed teacher (only the target head learns);
+    ``detach_target`` does the same for the target.
     """
 
     def __init__(
@@ -50,8 +52,12 @@ class CrossTask:
         transform_options: dict[str, Any] | None = None,
         samples: Samples = "all",
         detach_target: bool = False,
+        detach_source: bool = False,
     ) -> None:
-        self.source, self.target, self.samples, self.detach_target = source, target, samples, detach_target
+        if detach_source and detach_target:
+            raise ValueError("cross_task with both detach_source and detach_target teaches nothing: drop one")
+        self.source, self.target, self.samples = source, target, samples
+        self.detach_target, self.detach_source = detach_target, detach_source
         self.transform = TRANSFORMS.create(transform, **dict(transform_options or {}))
         self.to_seg = transform.endswith("->seg")
         self.name = f"consistency_{source.replace('/', '')}_{target.replace('/', '')}"
@@ -62,6 +68,8 @@ class CrossTask:
         target = ctx.task_of(self.target).to_seg(target_out) if self.to_seg else as_float(target_out)
         if self.detach_target:
             target = target.detach()
+        if self.detach_source:
+            mapped = mapped.detach()
         return {self.name: (as_float(mapped) - target).square().mean()}
 
 
