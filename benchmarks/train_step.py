@@ -41,7 +41,7 @@ def trainer_for(recipe: str, device: str, setting: str, filters: int | None = No
         "model": {"backbone": {"n_filters": filters}},
         "train": {"iterations": 1, "device": device, "progress": False},
     }
-    return Trainer(config, "unused")
+    return Trainer.from_config(config, "unused")
 
 
 def dbisl_breakdown(trainer: Trainer, batch: dict, device: torch.device, repeats: int, total: float) -> list[dict]:

@@ -29,10 +29,10 @@ def predict_case(run: Path, case: int) -> dict[str, np.ndarray | str | float]:
     """The run's seg probability, SDF, and SDF-derived probability on test case ``case``, plus its label."""
     from mtssl import metrics
     from mtssl.config import build_dataclass
+    from mtssl.engine.build import RunConfig, build_components
     from mtssl.engine.checkpoint import load_checkpoint, load_state_checked
-    from mtssl.engine.run import resolve_checkpoint
+    from mtssl.engine.evaluator import resolve_checkpoint
     from mtssl.engine.sliding_window import sliding_window
-    from mtssl.engine.trainer import RunConfig, build_components
     from mtssl.ops import signed_distance
 
     ckpt = resolve_checkpoint(run)

@@ -9,7 +9,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mtssl.engine.spec import InferenceSpec
 
 __all__ = ["main", "print_metrics"]
 
@@ -94,8 +97,8 @@ def print_metrics(summary: Mapping[str, Any], title: str = "test metrics") -> No
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from mtssl.config import ConfigError, load_config
+    from mtssl.engine.progress import TrainingInterrupted
     from mtssl.engine.run import train_run
-    from mtssl.engine.trainer import TrainingInterrupted
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -124,18 +127,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from mtssl.engine.run import evaluate_run
+    from mtssl.engine.evaluator import evaluate_run
 
     summary = evaluate_run(args.target, args.overrides, args.out)
     print_metrics(summary)
     return 0
 
 
-def probability_channels(pre: Mapping[str, Any]) -> dict[str, Any]:
+def probability_channels(spec: InferenceSpec) -> dict[str, Any]:
     """What each channel of a probability map is: softmax maps start with the background; sigmoid
     maps have one independent channel per foreground class and no background channel."""
-    names = [str(c) for c in pre.get("class_names") or range(1, int(pre["num_classes"]) + 1)]
-    if pre.get("softmax"):
+    names = list(spec.class_names)
+    if spec.softmax:
         return {"activation": "softmax", "background_channel": True, "channels": ["background", *names]}
     return {"activation": "sigmoid", "background_channel": False, "channels": names}
 
@@ -209,7 +212,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         path = Path(item)
         image, meta = read_input(path)
         probs, labels = predictor(image)
-        channels = probability_channels(predictor.pre)
+        channels = probability_channels(predictor.spec)
         target = _write_prediction(path, labels, probs, meta, Path(args.out), args.probabilities, channels)
         print(f"{path} -> {target}")
     return 0

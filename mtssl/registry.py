@@ -130,11 +130,11 @@ class Registry:
         ['scale']
     """
 
-    def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
-        self._modules = modules
+        self._package = package
         self._entries: dict[str, Entry] = {}
-        self._builtins_loaded = not modules
+        self._builtins_loaded = package is None
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -180,7 +180,7 @@ class Registry:
             return
         with self._lock:
             if not self._builtins_loaded:
-                for module in self._modules:
+                for module in builtin_modules(self._package or ""):
                     importlib.import_module(module)
                 self._builtins_loaded = True
 
@@ -270,17 +270,22 @@ def load_plugins() -> None:
         _plugins_loaded = True
 
 
-BACKBONES = Registry("backbone", modules=("mtssl.nets.vnet", "mtssl.nets.monai_backbones", "mtssl.nets.smp_backbones"))
-TASKS = Registry("task", modules=("mtssl.tasks.seg", "mtssl.tasks.sdf", "mtssl.tasks.dist", "mtssl.tasks.edge"))
-TRANSFORMS = Registry("transform", modules=("mtssl.tasks.transforms",))
-STRATEGIES = Registry(
-    "strategy",
-    modules=("mtssl.strategies.supervised", "mtssl.strategies.consistency", "mtssl.strategies.dbisl"),
-)
-RECIPES = Registry(
-    "recipe", modules=("mtssl.recipes.supervised", "mtssl.recipes.semi_supervised", "mtssl.recipes.dbisl")
-)
-DATASETS = Registry("dataset", modules=("mtssl.data.la", "mtssl.data.msd", "mtssl.data.images2d", "mtssl.data.phantom"))
+def builtin_modules(package: str) -> list[str]:
+    """Every public module of ``package`` (not those whose name starts with ``_``): a new file in a
+    built-in package registers its entries without a second edit anywhere."""
+    import pkgutil
+
+    path = importlib.import_module(package).__path__
+    return [f"{package}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
+
+
+# Each registry's built-ins are the entries of one package's modules, discovered on first look-up.
+BACKBONES = Registry("backbone", package="mtssl.nets")
+TASKS = Registry("task", package="mtssl.tasks")
+TRANSFORMS = Registry("transform", package="mtssl.tasks")
+STRATEGIES = Registry("strategy", package="mtssl.strategies")
+RECIPES = Registry("recipe", package="mtssl.recipes")
+DATASETS = Registry("dataset", package="mtssl.data")
 
 #: Every registry by kind, as ``mtssl list KIND`` names them.
 REGISTRIES: dict[str, Registry] = {r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, STRATEGIES, RECIPES, DATASETS)}

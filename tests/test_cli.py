@@ -112,7 +112,7 @@ def test_a_network_instance_where_a_backbone_config_belongs(tmp_path):
     cfg = tiny_config()
     cfg["model"]["backbone"] = VNet(in_channels=1, n_filters=4)
     with pytest.raises(ConfigError, match=r"model\.backbone is a VNet instance; it takes a config mapping"):
-        Trainer(cfg, tmp_path)
+        Trainer.from_config(cfg, tmp_path)
 
 
 def test_the_metrics_table_shows_each_class(capsys):
@@ -145,8 +145,10 @@ def test_list_prints_plain_text_and_wraps(capsys, monkeypatch):
 
 def test_probability_channels_name_the_background_only_for_softmax():
     from mtssl.cli import probability_channels
+    from mtssl.engine.spec import InferenceSpec
 
-    sigmoid = probability_channels({"softmax": False, "num_classes": 3, "class_names": ["1", "2", "3"]})
+    sizes = {"patch": (8, 8), "stride": (4, 4), "in_channels": 1, "spatial_dims": 2}
+    sigmoid = probability_channels(InferenceSpec(**sizes, num_classes=3, class_names=("1", "2", "3")))
     assert sigmoid == {"activation": "sigmoid", "background_channel": False, "channels": ["1", "2", "3"]}
-    softmax = probability_channels({"softmax": True, "num_classes": 2})
+    softmax = probability_channels(InferenceSpec(**sizes, num_classes=2, softmax=True))
     assert softmax["channels"] == ["background", "1", "2"] and softmax["background_channel"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mtssl.config import build_dataclass, load_config
-from mtssl.engine.trainer import RunConfig, build_recipe
+from mtssl.engine.build import RunConfig, build_recipe
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.yaml"))
 RUNS = [p for p in CONFIGS if "recipe" in load_config(p)]

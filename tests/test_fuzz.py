@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from mtssl.config import ConfigError, apply_overrides, build_dataclass, load_config
 from mtssl.data.cases import DataError, check_case
 from mtssl.data.la import read_h5_case
-from mtssl.engine.trainer import RunConfig, build_recipe
+from mtssl.engine.build import RunConfig, build_recipe
 from mtssl.registry import DATASETS, RegistryError
 
 OURS = (ConfigError, DataError, RegistryError)

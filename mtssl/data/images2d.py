@@ -12,6 +12,7 @@ import numpy as np
 
 from mtssl.data.cases import Case, CaseData, DataError, numeric_array, select_split
 from mtssl.data.dataset import SegmentationData
+from mtssl.data.normalize import normalize_image
 from mtssl.registry import DATASETS
 
 __all__ = ["image_to_channels", "images2d", "read_image"]
@@ -95,12 +96,9 @@ def read_mask(path: Path) -> np.ndarray:
 def image_to_channels(image: np.ndarray, normalization: str) -> np.ndarray:
     """``(H, W)`` or ``(H, W, C)`` image to ``(C, H, W)`` float32, z-scored per channel or scaled to [0, 1]."""
     chw = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-    chw = chw.astype(np.float32)
     if normalization == "unit":
-        top = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
-        return chw / top
-    mean = chw.mean(axis=(1, 2), keepdims=True)
-    return (chw - mean) / np.maximum(chw.std(axis=(1, 2), keepdims=True), 1e-8)
+        return normalize_image(chw, "unit")
+    return normalize_image(chw.astype(np.float32), "zscore")
 
 
 @dataclasses.dataclass(frozen=True)

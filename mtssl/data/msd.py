@@ -11,9 +11,10 @@ import numpy as np
 
 from mtssl.data.cases import Case, CaseData, DataError, select_split
 from mtssl.data.dataset import SegmentationData
+from mtssl.data.normalize import normalize_image
 from mtssl.registry import DATASETS
 
-__all__ = ["msd", "normalize_volume", "read_nifti", "remap_labels"]
+__all__ = ["msd", "read_nifti", "remap_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +90,6 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
                 "each entry needs 'image' and 'label'"
             )
     return meta
-
-
-def normalize_volume(image: np.ndarray, mode: str, window: tuple[float, float]) -> np.ndarray:
-    """``(C, *S)`` volume: ``"zscore"`` per channel, or ``"ct"``: clipped to ``window`` and scaled to [0, 1]."""
-    if mode == "ct":
-        lo, hi = window
-        return (np.clip(image, lo, hi) - lo) / (hi - lo)
-    mean = image.mean(axis=tuple(range(1, image.ndim)), keepdims=True)
-    std = image.std(axis=tuple(range(1, image.ndim)), keepdims=True)
-    return (image - mean) / np.maximum(std, 1e-8)
 
 
 @DATASETS.register("msd")
@@ -187,7 +178,7 @@ def msd(
             log.warning(
                 "%s: the label of labeled case %s is all background; is it the right file?", label_path, case_id
             )
-        return CaseData(normalize_volume(image, normalization, ct_window).astype(np.float32), label[0], spacing)
+        return CaseData(normalize_image(image, normalization, ct_window), label[0], spacing)
 
     ids = list(entries)
     if split_file is not None:

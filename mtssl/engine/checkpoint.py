@@ -10,16 +10,31 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import pickle
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_state_checked", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointFolder",
+    "checkpoint_history",
+    "find_resumable",
+    "keep_previous",
+    "load_checkpoint",
+    "load_state_checked",
+    "restore_rng",
+    "rng_state",
+    "save_checkpoint",
+]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "mtssl-checkpoint-1"
 MAGIC = b"MTSSLCK1"
@@ -100,3 +115,105 @@ def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor
             f"{source} does not fit this model (another recipe, backbone or class count?); " + "; ".join(parts)
         )
     module.load_state_dict(state)
+
+
+def checkpoint_history(folder: Path) -> list[Path]:
+    """The earlier checkpoints kept beside ``last.pt`` (``iter-<N>.pt``), newest first."""
+    return sorted(folder.glob("iter-*.pt"), reverse=True)
+
+
+def find_resumable(folder: Path, device: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
+    """``folder/last.pt``, or the newest earlier checkpoint that loads when ``last.pt`` is missing or
+    damaged; ``None`` when there is none at all."""
+    last = folder / "last.pt"
+    failure = None
+    for path in [last, *checkpoint_history(folder)]:
+        if not path.is_file():
+            continue
+        try:
+            state = load_checkpoint(path, device)
+        except CheckpointError as exc:
+            log.warning("%s; trying the checkpoint before it", exc)
+            failure = exc
+            continue
+        if path != last:
+            log.warning("resuming from %s, the newest checkpoint that loads", path)
+        return path, state
+    if failure is not None:
+        raise CheckpointError(f"no checkpoint in {folder} loads; the last failure: {failure}")
+    return None
+
+
+def keep_previous(last: Path, previous: int | None, iteration: int, keep: int) -> None:
+    """Before ``last`` is replaced at ``iteration``, keep it as ``iter-<previous>.pt`` (a hard link: no
+    space until the new one lands) and drop all but the ``keep`` newest kept ones.
+
+    ``previous`` is the iteration ``last`` holds, when the caller knows it (else it is read, and a
+    damaged ``last`` is not kept).
+    """
+    if keep > 0 and last.is_file():
+        if previous is None:
+            try:
+                previous = int(load_checkpoint(last)["iteration"])
+            except CheckpointError as exc:
+                log.warning("not kept: %s", exc)
+        if previous is not None:
+            kept = last.parent / f"iter-{previous:07d}.pt"
+            if previous != iteration and not kept.exists():
+                try:
+                    os.link(last, kept)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(last, kept)
+    for old in checkpoint_history(last.parent)[max(keep, 0) :]:
+        old.unlink(missing_ok=True)
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's torch RNG state (and CUDA's on a CUDA device)."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def restore_rng(
+    ranks: list[dict[str, torch.Tensor]], rank: int, world_size: int, device: torch.device, seed: int
+) -> None:
+    """Set this rank's RNG state from a checkpoint's per-rank states; with another number of ranks
+    the weights resume exactly but the dropout masks cannot, so fresh streams are seeded from ``seed``."""
+    if len(ranks) == world_size:
+        rng = ranks[rank]
+        torch.set_rng_state(rng["torch"].cpu())
+        if device.type == "cuda" and isinstance(rng.get("cuda"), torch.Tensor):
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
+    else:
+        log.warning("checkpoint saved by %d ranks, resuming on %d: fresh RNG streams", len(ranks), world_size)
+        torch.manual_seed(seed + rank)
+
+
+class CheckpointFolder:
+    """A run's ``checkpoints/``: ``last.pt`` replaced atomically with the ``keep - 1`` before it kept as
+    ``iter-<N>.pt``, and ``best.pt``. Rank 0 writes; under DDP every rank calls :meth:`save`."""
+
+    def __init__(self, folder: Path, keep: int, dist: Any) -> None:
+        self.folder, self.keep, self.dist = folder, keep, dist
+        self.saved_at: int | None = None  # the iteration of the last.pt written or resumed from here
+
+    def save(self, state: dict[str, Any], name: str = "last.pt") -> Path:
+        """Write ``state`` as ``name``; a replaced ``last.pt`` is kept as ``iter-<N>.pt`` first."""
+        path = self.folder / name
+        if self.dist.main:
+            if name == "last.pt":
+                keep_previous(path, self.saved_at, int(state["iteration"]), self.keep - 1)
+            save_checkpoint(path, state)
+            if name == "last.pt":
+                self.saved_at = int(state["iteration"])
+        self.dist.barrier()  # nobody reads it before it is there
+        return path
+
+    def resume(self, device: str | torch.device) -> tuple[Path, dict[str, Any]] | None:
+        """The checkpoint to resume from (:func:`find_resumable`), or ``None``."""
+        found = find_resumable(self.folder, device)
+        if found is not None and found[0].name == "last.pt":
+            self.saved_at = int(found[1]["iteration"])
+        return found

@@ -70,6 +70,27 @@ class Dist:
         if self.enabled:
             dist.barrier(group=self.flags)
 
+    def pick_device(self, name: str) -> torch.device:
+        """This rank's device under DDP, else the device ``name`` picks (see :func:`pick_device`)."""
+        return self.device if self.enabled else pick_device(name)
+
+    def wrap(
+        self, model: torch.nn.Module, seed: int, sync_batchnorm: bool = False, find_unused_parameters: bool = False
+    ) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """``(model, net)``: the model (with SyncBatchNorm when asked) and what the step calls, its DDP
+        wrapper under DDP (then each rank's RNG is seeded ``seed + rank`` for its own dropout masks;
+        the weights come from rank 0). One rank: the model twice."""
+        if not self.enabled:
+            return model, model
+        torch.manual_seed(seed + self.rank)
+        if sync_batchnorm:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=find_unused_parameters
+        )
+        return model, net
+
 
 _current = Dist()
 

@@ -9,10 +9,12 @@ import numpy as np
 import torch
 
 from mtssl.data.cases import DataError, numeric_array
+from mtssl.data.normalize import normalize_image
 from mtssl.data.resample import downsample_image, upsample_probabilities
-from mtssl.engine.checkpoint import load_checkpoint, load_state_checked
+from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import largest_component, probabilities_to_labels
 from mtssl.engine.sliding_window import sliding_window
+from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel
 
 __all__ = ["Predictor", "load", "read_input"]
@@ -49,37 +51,25 @@ def read_input(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 class Predictor:
-    """Predicts probabilities and labels of whole images with the checkpoint's own preprocessing.
+    """Predicts probabilities and labels of whole images with the checkpoint's own inference spec.
 
     Call it with an array (spatial dims only, or channels first) or a file path; it returns
     ``(probabilities (K, *S) float32, labels (*S) uint8)`` as numpy arrays.
     """
 
-    def __init__(self, model: MultiTaskModel, preprocessing: dict[str, Any], device: torch.device) -> None:
-        self.model, self.pre, self.device = model.eval(), preprocessing, device
-        self.task = model.tasks[preprocessing["output"].split("/")[0]]
+    def __init__(self, model: MultiTaskModel, spec: InferenceSpec, device: torch.device) -> None:
+        self.model, self.spec, self.device = model.eval(), spec, device
+        self.task = model.tasks[spec.head]
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """Raw ``(C, *S)`` image to the network's input, as the training data were prepared."""
-        from mtssl.data.images2d import image_to_channels
-        from mtssl.data.msd import normalize_volume
-
-        mode = self.pre.get("normalization", "none")
-        if mode in ("zscore", "ct"):
-            return normalize_volume(image.astype(np.float32), mode, tuple(self.pre.get("ct_window", (-125.0, 275.0))))
-        if mode == "unit" and image.dtype != np.float32:
-            return image_to_channels(np.moveaxis(image, 0, -1), "unit")
-        return image.astype(np.float32)
+        return normalize_image(image, self.spec.normalization, self.spec.ct_window)
 
     def _channels_first(self, image: np.ndarray) -> np.ndarray:
-        nd = self.pre["spatial_dims"]
+        nd, channels = self.spec.spatial_dims, self.spec.in_channels
         if image.ndim == nd:
             return image[None]
-        if (
-            image.ndim == nd + 1
-            and image.shape[-1] == self.pre["in_channels"]
-            and image.shape[0] != self.pre["in_channels"]
-        ):
+        if image.ndim == nd + 1 and image.shape[-1] == channels and image.shape[0] != channels:
             return np.moveaxis(image, -1, 0)  # (H, W, C) images and (X, Y, Z, C) NIfTI
         return image
 
@@ -90,31 +80,40 @@ class Predictor:
         image = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         image = self.normalize(self._channels_first(image))
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
-        output = self.pre["output"]
-        factor = int(self.pre.get("downsample", 1))  # trained on volumes shrunk by this factor
+        spec, output = self.spec, self.spec.output
 
         def predict(windows: torch.Tensor) -> torch.Tensor:
             return self.task.to_seg(self.model(windows)[output].float())
 
-        probs = sliding_window(predict, downsample_image(tensor, factor), self.pre["patch"], self.pre["stride"])
-        probs = upsample_probabilities(probs, tuple(tensor.shape[1:]), factor)
-        labels = probabilities_to_labels(probs, self.pre["softmax"], self.pre["threshold"]).cpu().numpy()
-        if self.pre["lcc"]:
-            labels = largest_component(labels, self.pre["num_classes"])
+        # trained on images shrunk by spec.downsample: the probabilities are upsampled back
+        probs = sliding_window(predict, downsample_image(tensor, spec.downsample), spec.patch, spec.stride)
+        probs = upsample_probabilities(probs, tuple(tensor.shape[1:]), spec.downsample)
+        labels = probabilities_to_labels(probs, spec.softmax, spec.threshold).cpu().numpy()
+        if spec.lcc:
+            labels = largest_component(labels, spec.num_classes)
         return probs.cpu().numpy(), labels.astype(np.uint8)
 
 
 def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Predictor:
-    """A :class:`Predictor` from a checkpoint file or a run folder."""
+    """A :class:`Predictor` from a checkpoint file or a run folder (never imports the training loop)."""
     from mtssl.config import build_dataclass
+    from mtssl.engine.build import RunConfig, build_recipe, build_run_model
     from mtssl.engine.distributed import pick_device
-    from mtssl.engine.run import resolve_checkpoint
-    from mtssl.engine.trainer import RunConfig, build_recipe, build_run_model
+    from mtssl.engine.evaluator import resolve_checkpoint
 
-    state = load_checkpoint(resolve_checkpoint(checkpoint))
-    pre = state["preprocessing"]
+    path = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(path)
+    try:
+        spec = InferenceSpec.from_checkpoint(state)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(
+            f"{path} holds no run config (its run was built from Python objects): build your model, "
+            "load_state_checked(model, state['model'], ...) and wrap it as Predictor(model, spec, device)"
+        )
     cfg = build_dataclass(RunConfig, state["config"])
-    model = build_run_model(cfg, build_recipe(cfg), pre["in_channels"], pre["spatial_dims"], pre["num_classes"])
-    load_state_checked(model, state["model"], str(checkpoint))
+    model = build_run_model(cfg, build_recipe(cfg), spec.in_channels, spec.spatial_dims, spec.num_classes)
+    load_state_checked(model, state["model"], str(path))
     dev = pick_device(str(device)) if device is not None else pick_device("auto")
-    return Predictor(model.to(dev), pre, dev)
+    return Predictor(model.to(dev), spec, dev)

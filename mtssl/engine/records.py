@@ -8,7 +8,8 @@
 - :class:`RunLog`: ``log.jsonl``, one JSON record a line, appended. A failed write (a full disk) raises
   :class:`RunFolderError` with what to do, and takes back its partial line where the disk allows;
   :meth:`RunLog.trim` drops a torn line (with a warning) as well as the records past a resumed iteration.
-- :func:`config_changes`: the keys in which a resumed run's config differs from its checkpoint's.
+- :func:`config_changes`: the keys in which a resumed run's config differs from its checkpoint's, and
+  :func:`check_resume_config`, which refuses (or records) such a resume.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from mtssl.config import ConfigError
+
 __all__ = [
     "RUN_FILES",
     "RunFolderError",
     "RunLock",
     "RunLog",
+    "check_resume_config",
     "clear_run",
     "config_changes",
     "holds_run",
@@ -220,3 +224,26 @@ def config_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
         for key in sorted({*a, *b})
         if a.get(key) != b.get(key) and key not in FREE_TO_CHANGE
     }
+
+
+def check_resume_config(
+    saved: Mapping[str, Any], new: Mapping[str, Any], out: Path, iteration: int, allowed: bool, write: bool
+) -> None:
+    """Refuse a resume whose config ``new`` differs from the checkpoint's ``saved`` (both plain, resolved),
+    unless ``allowed``: then warn, and (``write``, rank 0) record the change in ``config_changes.jsonl``."""
+    changes = config_changes(saved, new)
+    if not changes:
+        return
+    listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in list(changes.items())[:6]))
+    more = f" (and {len(changes) - 6} more)" if len(changes) > 6 else ""
+    if not allowed:
+        raise ConfigError(
+            f"--resume with a config that differs from the checkpoint's in {len(changes)} key(s): {listed}{more}. "
+            f"Resume with the run's own config ({out / 'config.yaml'}), or pass --allow-config-change "
+            "to continue with the new values"
+        )
+    log.warning("resuming with a changed config: %s%s", listed, more)
+    if write:
+        record = {"iteration": iteration, "changed": {k: list(v) for k, v in changes.items()}}
+        with open(out / "config_changes.jsonl", "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")

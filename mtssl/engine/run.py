@@ -1,57 +1,23 @@
-"""Whole runs: train then test, or test a saved run, writing ``metrics.json`` and ``metrics.csv``."""
+"""Whole training runs: train then test, writing ``metrics.json`` and ``metrics.csv``; and dry runs."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from mtssl.config import apply_overrides, build_dataclass
+from mtssl.config import build_dataclass
 from mtssl.engine import distributed
-from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
+from mtssl.engine.build import RunConfig, backbone_config, build_recipe, fit_backbone_to_data, named_section
+from mtssl.engine.evaluator import write_metrics
 from mtssl.engine.records import RunFolderError, RunLock, clear_run, holds_run, remove_stale_temp_files
-from mtssl.engine.trainer import (
-    RunConfig,
-    Trainer,
-    backbone_config,
-    build_recipe,
-    fit_backbone_to_data,
-    named_section,
-)
+from mtssl.engine.trainer import Trainer
 from mtssl.registry import BACKBONES, DATASETS
 
-__all__ = ["evaluate_run", "plan_run", "resolve_checkpoint", "train_run", "write_metrics"]
-
-
-def _null_nan(value: Any) -> Any:
-    """NaN as ``None``: strict JSON has no NaN token (``metrics.csv`` keeps NaN, which CSV readers take)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _null_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_null_nan(v) for v in value]
-    return value
-
-
-def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:
-    """``metrics.json`` (means, per class, per case, empty predictions; an undefined value is ``null``)
-    and a per-case ``metrics.csv``."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(_null_nan(summary), indent=1, allow_nan=False))
-    tmp.replace(out / "metrics.json")
-    rows = summary["per_case"]
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case"])
-        writer.writeheader()
-        writer.writerows(rows)
+__all__ = ["plan_run", "train_run"]
 
 
 def train_run(
@@ -89,7 +55,7 @@ def train_run(
 def _train_and_test(
     config: Mapping[str, Any], out: Path, resume: bool, allow_config_change: bool, main: bool
 ) -> dict[str, Any] | None:
-    trainer = Trainer(config, out, resume=resume, allow_config_change=allow_config_change)
+    trainer = Trainer.from_config(config, out, resume=resume, allow_config_change=allow_config_change)
     try:
         trainer.fit()
         if not len(trainer.data.test):
@@ -98,7 +64,7 @@ def _train_and_test(
         summary = trainer.evaluate("test")
         if main:
             write_metrics(out, summary)
-            trainer.scalars(summary["mean"], trainer.iteration, prefix="test/")
+            trainer.tensorboard.scalars(summary["mean"], trainer.iteration, prefix="test/")
         return summary
     finally:
         trainer.close()
@@ -107,7 +73,7 @@ def _train_and_test(
 def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, Any]:
     """Validate a run config without building the model or training; describe what would run.
 
-    Checks the whole config against :class:`~mtssl.engine.trainer.RunConfig`, builds the recipe
+    Checks the whole config against :class:`~mtssl.engine.build.RunConfig`, builds the recipe
     (cheap), and checks the data set's and the backbone's options against their registries. With
     ``check_data`` it also builds the data set and checks every case (shapes, dtypes, NaN/Inf, label
     values, channels), one at a time, as a training run does before its first step.
@@ -141,29 +107,3 @@ def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, An
         "device": cfg.train.device,
         "cases_checked": checked,
     }
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's ``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    for name in ("best.pt", "last.pt"):
-        if (path / "checkpoints" / name).is_file():
-            return path / "checkpoints" / name
-    raise CheckpointError(f"no checkpoint at {path} (give a .pt file or a run folder with checkpoints/)")
-
-
-def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None) -> dict[str, Any]:
-    """Test a saved run or checkpoint with its own config (plus overrides); writes the metrics files."""
-    ckpt = resolve_checkpoint(target)
-    state = load_checkpoint(ckpt)
-    config = apply_overrides(state["config"], overrides)
-    run_dir = Path(out) if out is not None else ckpt.parent.parent
-    with RunLock(run_dir):  # not while a training run writes the same folder
-        trainer = Trainer(config, run_dir)
-        load_state_checked(trainer.model, state["model"], str(ckpt))
-        summary = trainer.evaluate("test")
-        summary["checkpoint"] = str(ckpt)
-        write_metrics(run_dir, summary)
-    return summary

@@ -19,7 +19,7 @@ Samples = Literal["all", "unlabeled"]
 
 
 def _samples(ctx: StepContext, x: torch.Tensor, which: Samples) -> torch.Tensor:
-    return x[ctx.n_labeled :] if which == "unlabeled" else x
+    return ctx.split(x)[1] if which == "unlabeled" else x
 
 
 def probabilities(task: Segmentation, logits: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class CrossTask:
 
 
 def _teacher_input(ctx: StepContext, std: float, clip: float) -> torch.Tensor:
-    unlabeled = ctx.image[ctx.n_labeled :]
+    unlabeled = ctx.unlabeled.image
     return unlabeled + torch.clamp(torch.randn_like(unlabeled) * std, -clip, clip)
 
 
@@ -94,7 +94,7 @@ class MeanTeacher:
             raise ValueError("the mean_teacher term needs a recipe with an EMA teacher")
         task = ctx.task_of(self.output)
         teacher = probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
-        student = probabilities(task, ctx.outputs[self.output][ctx.n_labeled :])
+        student = probabilities(task, ctx.unlabeled.outputs[self.output])
         return {"consistency_teacher": (student - teacher).square().mean()}
 
 
@@ -135,7 +135,7 @@ class UncertaintyMeanTeacher:
         uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
         threshold = (0.75 + 0.25 * sigmoid_rampup(ctx.iteration, self.max_iterations)) * math.log(2)
         mask = (uncertainty < threshold).float()
-        student = probabilities(task, ctx.outputs[self.output][ctx.n_labeled :])
+        student = probabilities(task, ctx.unlabeled.outputs[self.output])
         dist = (student - teacher).square()
         loss = (mask * dist).sum() / (dist.shape[1] * mask.sum() + 1e-16)
         return {"consistency_uncertain": loss}
@@ -146,7 +146,7 @@ class UncertaintyMeanTeacher:
         if ctx.model is None:
             raise ValueError("MC-dropout uncertainty (source: student) needs the student's forward in the context")
         with torch.no_grad():
-            return probabilities(task, ctx.model(ctx.image[ctx.n_labeled :])[self.output])
+            return probabilities(task, ctx.model(ctx.unlabeled.image)[self.output])
 
 
 @STRATEGIES.register("multi_decoder")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,40 +11,80 @@ from torch import nn
 
 from mtssl.tasks.base import Task
 
-__all__ = ["StepContext"]
+__all__ = ["BatchPart", "StepContext"]
+
+Forward = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPart:
+    """The labeled or the unlabeled samples of a step: slices (views) of the batch and of the outputs."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+    outputs: Mapping[str, torch.Tensor]
+    spacing: torch.Tensor | None
+    case: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
 
 
 @dataclasses.dataclass
 class StepContext:
     """One training step's inputs and outputs, shared by every loss term.
 
+    The batch's labeled samples come first: ``ctx.labeled`` and ``ctx.unlabeled`` are the two parts
+    (:class:`BatchPart`: image, label, outputs, spacing and case ids, sliced without a device sync).
+
     Attributes:
         image: ``(B, C, *S)``.
         label: ``(B, *S)``; zeros for unlabeled samples.
-        labeled: ``(B,)`` bool; labeled samples come first.
         outputs: the model's outputs by name (``"seg"``, ``"sdf"``, ``"seg/1"``, ...).
         tasks: the task of each head name.
         iteration: the current iteration.
+        n_labeled: how many samples, from the first, are labeled.
+        spacing: ``(B, len(S))`` voxel spacings, when the batch has them.
+        case: the samples' case ids, when the batch has them.
         teacher: the EMA teacher's forward (no grad), when the recipe has one.
         model: the student's forward, for terms that need extra passes.
     """
 
     image: torch.Tensor
     label: torch.Tensor
-    labeled: torch.Tensor
-    outputs: dict[str, torch.Tensor]
-    tasks: dict[str, Task]
+    outputs: Mapping[str, torch.Tensor]
+    tasks: Mapping[str, Task]
     iteration: int
-    teacher: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
-    model: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
-    _targets: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
-    _transformed: dict[tuple, torch.Tensor] = dataclasses.field(default_factory=dict)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    n_labeled: int
+    spacing: torch.Tensor | None = None
+    case: Sequence[str] = ()
+    teacher: Forward | None = None
+    model: Forward | None = None
+    _targets: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
+    _transformed: dict[tuple[Any, ...], torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.n_labeled <= self.image.shape[0]:
+            raise ValueError(f"n_labeled is {self.n_labeled} for a batch of {self.image.shape[0]} samples")
+
+    def _part(self, part: slice) -> BatchPart:
+        outputs = {name: out[part] for name, out in self.outputs.items()}
+        spacing = self.spacing[part] if self.spacing is not None else None
+        return BatchPart(self.image[part], self.label[part], outputs, spacing, tuple(self.case[part]))
 
     @property
-    def n_labeled(self) -> int:
-        """Labeled samples in the batch (they come first); read from the batch layout, no device sync."""
-        return int(self.extra.get("n_labeled", 0))
+    def labeled(self) -> BatchPart:
+        """The labeled samples (the first ``n_labeled``)."""
+        return self._part(slice(None, self.n_labeled))
+
+    @property
+    def unlabeled(self) -> BatchPart:
+        """The unlabeled samples (after the labeled ones)."""
+        return self._part(slice(self.n_labeled, None))
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Any per-sample tensor of this step (a transformed output, say) as its labeled and unlabeled parts."""
+        return x[: self.n_labeled], x[self.n_labeled :]
 
     def task_of(self, output: str) -> Task:
         """The task behind an output name (``"sdf/1"`` -> the ``sdf`` head's task)."""
@@ -68,5 +108,5 @@ class StepContext:
         head = output.split("/")[0]
         if head not in self._targets:
             with torch.autocast(device_type=self.label.device.type, enabled=False):
-                self._targets[head] = self.tasks[head].target(self.label[: self.n_labeled])
+                self._targets[head] = self.tasks[head].target(self.labeled.label)
         return self._targets[head]

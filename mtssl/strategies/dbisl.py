@@ -52,8 +52,7 @@ class TransformedSupervised:
         self.name = f"transformed_{source.replace('/', '')}_to_{target.replace('/', '')}"
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        n = ctx.n_labeled
-        mapped = as_float(ctx.transformed(self.source, self.transform)[:n])
+        mapped = as_float(ctx.split(ctx.transformed(self.source, self.transform))[0])
         target = ctx.target(self.target)
         if isinstance(ctx.task_of(self.target), Segmentation):
             return {f"{self.name}_dice": dice_loss(mapped, target)}
@@ -109,18 +108,18 @@ class FusedPseudoLabel:
     def label(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The unlabeled samples' pseudo-label ``(B_u, K, *S)`` (hard or soft), its hard version, and the
         per-voxel weight ``(B_u, *S)``; all detached."""
-        n = ctx.n_labeled
-        seg_prob = ctx.task_of(self.seg).to_seg(ctx.outputs[self.seg][n:])
-        sdf_prob = sdf_to_seg(as_float(ctx.outputs[self.sdf][n:]), self.k)
+        unlabeled = ctx.unlabeled.outputs
+        seg_prob = ctx.task_of(self.seg).to_seg(unlabeled[self.seg])
+        sdf_prob = sdf_to_seg(as_float(unlabeled[self.sdf]), self.k)
         fused, weight = fuse(seg_prob, sdf_prob, self.fusion, self.uncertainty)
         weight = weight * ((2 * fused - 1).abs() >= self.confidence)
         hard = fused > 0.5
         return (hard.float() if self.hard else fused), hard, weight.mean(1)  # the weight is shared by the classes
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        n = ctx.n_labeled
-        seg_prob = ctx.task_of(self.seg).to_seg(ctx.outputs[self.seg][n:])
-        sdf_out = as_float(ctx.outputs[self.sdf][n:])
+        unlabeled = ctx.unlabeled.outputs
+        seg_prob = ctx.task_of(self.seg).to_seg(unlabeled[self.seg])
+        sdf_out = as_float(unlabeled[self.sdf])
         pseudo, hard, voxel_weight = self.label(ctx)
         with torch.no_grad():
             sdf_target = signed_distance(hard.flatten(0, 1)).view(hard.shape)
@@ -153,8 +152,7 @@ class PseudoLabel:
         self.outputs, self.hard, self.confidence, self.uncertainty = tuple(outputs), hard, confidence, uncertainty
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        n = ctx.n_labeled
-        probs = {o: ctx.task_of(o).to_seg(ctx.outputs[o][n:]) for o in self.outputs}
+        probs = {o: ctx.task_of(o).to_seg(ctx.unlabeled.outputs[o]) for o in self.outputs}
         with torch.no_grad():
             stack = torch.stack([p.detach() for p in probs.values()])
             spread = stack.amax(0) - stack.amin(0)

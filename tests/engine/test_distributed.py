@@ -11,7 +11,8 @@ import yaml
 
 from mtssl.config import ConfigError
 from mtssl.engine.checkpoint import load_checkpoint
-from mtssl.engine.run import evaluate_run, train_run
+from mtssl.engine.evaluator import evaluate_run
+from mtssl.engine.run import train_run
 from mtssl.engine.trainer import Trainer
 from mtssl.registry import DATASETS
 from tests.engine.test_train import tiny_config
@@ -55,7 +56,9 @@ def test_two_rank_gradient_equals_the_union_batch_gradient(runs):
     ddp = load_checkpoint(tmp / "ddp" / "checkpoints" / "last.pt")
     union = load_checkpoint(tmp / "union" / "checkpoints" / "last.pt")
     single = load_checkpoint(tmp / "single" / "checkpoints" / "last.pt")
-    init = Trainer(ddp_config(4, 2), tmp / "init").model.state_dict()  # the same seed: the same initial weights
+    init = Trainer.from_config(
+        ddp_config(4, 2), tmp / "init"
+    ).model.state_dict()  # the same seed: the same initial weights
     # SGD with lr 1 and no momentum: w0 - w1 is the step's gradient.
     assert ddp["iteration"] == union["iteration"] == 1
     moved = 0
@@ -95,14 +98,14 @@ def test_rank0_writes_and_the_checkpoint_loads_in_one_process(runs, tmp_path):
     assert sharded["per_case"] == alone["per_case"]
     # The checkpoint also resumes in one process (one iteration longer: a config change, allowed explicitly).
     longer = ddp_config(4, 2) | {"train": {**ddp_config(4, 2)["train"], "iterations": 2}}
-    Trainer(longer, run, resume=True, allow_config_change=True).fit()
+    Trainer.from_config(longer, run, resume=True, allow_config_change=True).fit()
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 2
 
 
 def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):
     cfg = tiny_config(iterations=1, sync_batchnorm=True, device="cpu")
     with pytest.raises(ConfigError, match=r"train\.sync_batchnorm needs CUDA: SyncBatchNorm has no CPU"):
-        Trainer(cfg, tmp_path)
+        Trainer.from_config(cfg, tmp_path)
 
 
 def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step(tmp_path):

@@ -15,8 +15,9 @@ import yaml
 
 from mtssl.engine import checkpoint as ckpt_module
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint
+from mtssl.engine.progress import TrainingInterrupted
 from mtssl.engine.run import train_run
-from mtssl.engine.trainer import Trainer, TrainingInterrupted
+from mtssl.engine.trainer import Trainer
 from mtssl.recipes.base import Recipe, Term
 from tests.engine.test_train import tiny_config
 
@@ -96,18 +97,20 @@ def test_checkpoint_of_another_model_lists_the_keys(tmp_path):
     dtc = tiny_config(iterations=2)
     dtc["recipe"] = {"name": "dtc"}
     train_run(dtc, tmp_path / "dtc")
-    trainer = Trainer(tiny_config(), tmp_path / "sup")
+    trainer = Trainer.from_config(tiny_config(), tmp_path / "sup")
     state = load_checkpoint(tmp_path / "dtc" / "checkpoints" / "last.pt")["model"]
     with pytest.raises(CheckpointError, match=r"does not fit this model.*unexpected \(2\): heads\.0\.sdf\.0\.weight"):
         load_state_checked(trainer.model, state, "dtc checkpoint")
     wide = tiny_config()
     wide["model"]["backbone"]["n_filters"] = 8
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        load_state_checked(Trainer(wide, tmp_path / "w").model, trainer.model.state_dict(), "narrow")
+        load_state_checked(Trainer.from_config(wide, tmp_path / "w").model, trainer.model.state_dict(), "narrow")
 
 
 def test_nan_steps_can_be_skipped_and_are_counted(tmp_path):
-    trainer = Trainer(tiny_config(iterations=8, nan_policy="skip", log_every=4, nan_check_every=1), tmp_path)
+    trainer = Trainer.from_config(
+        tiny_config(iterations=8, nan_policy="skip", log_every=4, nan_check_every=1), tmp_path
+    )
 
     def poisoned(ctx):
         return {"seg_term": ctx.outputs["seg"].mean() * (math.nan if ctx.iteration in (2, 5) else 1.0)}
@@ -130,16 +133,16 @@ class _Crash(RuntimeError):
 def test_interrupted_run_resumes_without_losing_or_repeating_an_iteration(tmp_path, how):
     cfg = tiny_config(iterations=12, checkpoint_every=5, log_every=1, nan_check_every=1, deterministic=True)
     cfg["recipe"]["ema_teacher"] = True
-    straight = Trainer(cfg, tmp_path / "straight")
+    straight = Trainer.from_config(cfg, tmp_path / "straight")
     straight.fit()
 
-    broken = Trainer(cfg, tmp_path / "broken")
+    broken = Trainer.from_config(cfg, tmp_path / "broken")
     terms = broken.recipe.terms
 
     def interrupt(ctx):
         if ctx.iteration == 7:
             if how == "signal":
-                broken._signal = signal.SIGTERM  # what the SIGTERM handler does
+                broken._signals.signum = signal.SIGTERM  # what the SIGTERM handler does
             else:
                 raise _Crash("a bug in a loss term")
         return {}
@@ -151,7 +154,7 @@ def test_interrupted_run_resumes_without_losing_or_repeating_an_iteration(tmp_pa
     saved = load_checkpoint(tmp_path / "broken" / "checkpoints" / "last.pt")["iteration"]
     assert saved == (8 if how == "signal" else 5)  # the signal's step finishes; a crash keeps the last good one
 
-    resumed = Trainer(cfg, tmp_path / "broken", resume=True)
+    resumed = Trainer.from_config(cfg, tmp_path / "broken", resume=True)
     assert resumed.iteration == saved
     resumed.fit()
     for a, b in [(straight.model, resumed.model), (straight.teacher.model, resumed.teacher.model)]:

@@ -59,12 +59,20 @@ def test_predict_h5(run_dir, tmp_path):
         assert f["label"].shape == (32, 32, 32) and f["label"].dtype == np.uint8
 
 
-def test_checkpoint_holds_the_preprocessing(run_dir):
+def test_checkpoint_holds_the_inference_spec(run_dir):
     from mtssl.engine.checkpoint import load_checkpoint
+    from mtssl.engine.spec import InferenceSpec
 
-    pre = load_checkpoint(run_dir / "checkpoints" / "last.pt")["preprocessing"]
-    assert pre["patch"] == [16, 16, 16] and pre["stride"] == [16, 16, 16] and pre["normalization"] == "none"
-    assert pre["class_names"] == ["1"] and pre["num_classes"] == 1 and pre["output"] == "seg"
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    saved = state["inference"]
+    assert saved["patch"] == [16, 16, 16] and saved["stride"] == [16, 16, 16] and saved["normalization"] == "none"
+    assert saved["class_names"] == ["1"] and saved["num_classes"] == 1 and saved["output"] == "seg"
+    spec = InferenceSpec.from_checkpoint(state)
+    assert spec.patch == (16, 16, 16) and spec.to_dict() == saved  # a round trip through plain values
+    # a checkpoint of mtssl 0.1 kept the same values as a "preprocessing" mapping
+    assert InferenceSpec.from_checkpoint({"preprocessing": saved}) == spec
+    with pytest.raises(ValueError, match="lacks patch"):
+        InferenceSpec.from_dict({k: v for k, v in saved.items() if k != "patch"})
 
 
 def test_la_train_then_evaluate_from_the_cli(la_root, tmp_path, capsys):

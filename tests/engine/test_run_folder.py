@@ -196,7 +196,7 @@ def test_a_full_disk_on_the_log_fails_clearly_and_resumes_cleanly(tmp_path, monk
 
 def test_resume_drops_a_torn_last_line(tmp_path, caplog):
     cfg = tiny_config(iterations=6, checkpoint_every=3, log_every=1)
-    trainer = crash_in_step(Trainer(cfg, tmp_path), 5)
+    trainer = crash_in_step(Trainer.from_config(cfg, tmp_path), 5)
     with pytest.raises(_Crash):
         trainer.fit()
     with open(tmp_path / "log.jsonl", "a") as f:
@@ -213,7 +213,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path, caplog
     kept = sorted(p.name for p in (straight / "checkpoints").glob("*.pt"))
     assert kept == ["iter-0000006.pt", "last.pt"]  # keep_checkpoints = 2: last.pt and the one before
 
-    trainer = crash_in_step(Trainer(cfg, tmp_path / "broken"), 8)
+    trainer = crash_in_step(Trainer.from_config(cfg, tmp_path / "broken"), 8)
     with pytest.raises(_Crash):
         trainer.fit()
     last = tmp_path / "broken" / "checkpoints" / "last.pt"
@@ -221,7 +221,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path, caplog
     data[-100] ^= 0xFF  # a bit flip on disk
     last.write_bytes(bytes(data))
 
-    resumed = Trainer(cfg, tmp_path / "broken", resume=True)
+    resumed = Trainer.from_config(cfg, tmp_path / "broken", resume=True)
     assert resumed.iteration == 3
     assert "checksum mismatch" in caplog.text and "iter-0000003.pt, the newest checkpoint that loads" in caplog.text
     resumed.fit()
@@ -238,7 +238,7 @@ def test_keep_checkpoints_keeps_the_last_n(tmp_path):
         "last.pt",
     ]
     with pytest.raises(ConfigError, match="keep_checkpoints must be at least 1"):
-        Trainer(tiny_config(keep_checkpoints=0), tmp_path / "none")
+        Trainer.from_config(tiny_config(keep_checkpoints=0), tmp_path / "none")
 
 
 def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, capsys):
@@ -255,7 +255,7 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, capsys
     assert "--allow-config-change" in err
     assert (run / "config.yaml").read_text() == before  # nothing overwritten
     # Watching a run differently is no change; the same config resumes silently.
-    Trainer({**tiny_config(iterations=2, checkpoint_every=2, progress=True)}, run, resume=True)
+    Trainer.from_config({**tiny_config(iterations=2, checkpoint_every=2, progress=True)}, run, resume=True)
     args = ["train", str(path), "--out", str(run), "--resume", "--allow-config-change", "train.iterations=4"]
     assert main(args) == 0
     changes = [json.loads(line) for line in (run / "config_changes.jsonl").read_text().splitlines()]
@@ -265,10 +265,10 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed(tmp_path, capsys
 
 def test_the_first_record_after_a_resume_says_what_it_averages(tmp_path):
     cfg = tiny_config(iterations=10, checkpoint_every=3, log_every=5)
-    trainer = crash_in_step(Trainer(cfg, tmp_path), 5)
+    trainer = crash_in_step(Trainer.from_config(cfg, tmp_path), 5)
     with pytest.raises(_Crash):
         trainer.fit()
-    Trainer(cfg, tmp_path, resume=True).fit()  # resumed at 3
+    Trainer.from_config(cfg, tmp_path, resume=True).fit()  # resumed at 3
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [(r["iteration"], r["window"]) for r in records] == [(5, [4, 5]), (10, [6, 10])]
 

@@ -6,7 +6,8 @@ import torch
 import yaml
 
 from mtssl.cli import main
-from mtssl.engine.run import evaluate_run, train_run
+from mtssl.engine.evaluator import evaluate_run
+from mtssl.engine.run import train_run
 from mtssl.engine.trainer import Trainer
 from mtssl.recipes.base import Recipe, Term
 from mtssl.strategies.context import StepContext
@@ -65,21 +66,19 @@ def test_phantom_training_writes_everything(tmp_path, classes):
 
 
 def test_targets_are_float32_under_bf16_autocast():
-    trainer = Trainer(tiny_config(), "unused")
+    trainer = Trainer.from_config(tiny_config(), "unused")
     batch = next(iter(trainer.loader))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = trainer.model(batch["image"])
         assert outputs["seg"].dtype == torch.bfloat16
-        ctx = StepContext(
-            batch["image"], batch["label"], batch["labeled"], outputs, trainer.model.tasks, 0, extra={"n_labeled": 2}
-        )
+        ctx = StepContext(batch["image"], batch["label"], outputs, trainer.model.tasks, 0, n_labeled=2)
         assert ctx.target("seg").dtype == torch.float32
         sdf_target = trainer.model.tasks["seg"].target(batch["label"])
     assert sdf_target.dtype == torch.float32
 
 
 def test_nan_guard_names_the_term_and_iteration(tmp_path):
-    trainer = Trainer(tiny_config(nan_check_every=3, log_every=100), tmp_path)
+    trainer = Trainer.from_config(tiny_config(nan_check_every=3, log_every=100), tmp_path)
 
     def poisoned(ctx):
         return {"bad_term": ctx.outputs["seg"].mean() * (math.nan if ctx.iteration >= 4 else 1.0)}
@@ -138,7 +137,7 @@ def test_deterministic_runs_give_bit_identical_metrics(tmp_path):
 
 
 def test_metrics_json_is_strict_json(tmp_path):
-    from mtssl.engine.run import write_metrics
+    from mtssl.engine.evaluator import write_metrics
 
     def refuse(token):
         raise ValueError(f"not strict JSON: {token}")
@@ -155,12 +154,12 @@ def test_progress_keeps_count_speed_and_eta_at_80_columns():
 
     from rich.console import Console
 
-    from mtssl.engine.trainer import _Progress
+    from mtssl.engine.progress import TrainProgress
 
     record = {"it_per_s": 1.25, "loss/total": 0.5, **{f"loss/term_with_a_long_name_{i}": 0.1 * i for i in range(12)}}
     out = io.StringIO()
     console = Console(file=out, width=80, force_terminal=True, color_system=None)
-    progress = _Progress(500, 0, enabled=True, console=console)
+    progress = TrainProgress(500, 0, enabled=True, console=console)
     progress.update(40, record)
     console.print(progress.progress.make_tasks_table(progress.progress.tasks))
     line = next(line for line in out.getvalue().splitlines() if "train" in line)
@@ -168,7 +167,7 @@ def test_progress_keeps_count_speed_and_eta_at_80_columns():
     assert "total=0.500" in line  # the total first; the terms take the room left
 
     plain = io.StringIO()  # not a terminal (a log file, CI): a plain line per record
-    progress = _Progress(500, 0, enabled=True, console=Console(file=plain, width=80))
+    progress = TrainProgress(500, 0, enabled=True, console=Console(file=plain, width=80))
     progress.update(40, record)
     progress.update(60, record)
     lines = plain.getvalue().splitlines()
@@ -180,11 +179,11 @@ def test_testing_shows_each_case():
 
     from rich.console import Console
 
-    from mtssl.engine.trainer import _case_progress
+    from mtssl.engine.progress import case_progress
 
     out = io.StringIO()
     items = [{"case": c} for c in ("a", "b", "c")]
-    assert list(_case_progress(iter(items), 3, "test", True, Console(file=out, width=80))) == items
+    assert list(case_progress(iter(items), 3, "test", True, Console(file=out, width=80))) == items
     assert out.getvalue().splitlines() == ["test case 1/3: a", "test case 2/3: b", "test case 3/3: c"]
 
 

@@ -50,14 +50,7 @@ def leaf(channels, seed):
 
 def ours(recipe, outputs, image, label, iteration, tasks, seed=7):
     ctx = StepContext(
-        image,
-        label,
-        torch.arange(SHAPE[0]) < N_LAB,
-        outputs,
-        tasks,
-        iteration,
-        teacher=lambda x: {"seg": teacher_logits(x)},
-        extra={"n_labeled": N_LAB},
+        image, label, outputs, tasks, iteration, n_labeled=N_LAB, teacher=lambda x: {"seg": teacher_logits(x)}
     )
     torch.manual_seed(seed)
     total = 0

@@ -22,16 +22,7 @@ def ctx(outputs, tasks, n_labeled=0, teacher=None, iteration=6000, label=None, i
     b, spatial = first.shape[0], first.shape[2:]
     image = torch.zeros(b, 1, *spatial) if image is None else image
     label = torch.zeros(b, *spatial, dtype=torch.long) if label is None else label
-    return StepContext(
-        image,
-        label,
-        torch.arange(b) < n_labeled,
-        outputs,
-        tasks,
-        iteration,
-        teacher=teacher,
-        extra={"n_labeled": n_labeled},
-    )
+    return StepContext(image, label, outputs, tasks, iteration, n_labeled=n_labeled, teacher=teacher)
 
 
 def test_cross_task_known_values():
