@@ -31,8 +31,8 @@ def seg_dist(consistency: float = 0.5, radius: float = 3.0) -> Recipe:
         terms=(
             Term.of(Supervised("seg")),
             Term.of(Supervised("dist")),
-            Term.of(CrossTask("dist", "seg", "dist->seg"), ramp),
-            Term.of(CrossTask("seg", "dist", "seg->dist", {"radius": radius}), ramp),
+            Term.of(CrossTask("dist", "seg"), ramp),
+            Term.of(CrossTask("seg", "dist"), ramp),
         ),
     )
 

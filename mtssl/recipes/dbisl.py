@@ -67,28 +67,24 @@ def dbisl(
     The transformed supervision ramps too: at initialisation the gradient of ``seg->sdf`` against
     the SDF target was measured (issue 14) at 4.8 times the supervised one, pointing against it near
     the boundary.
+    ``k``, ``h``, ``kernel`` and ``radius`` are the sdf task's options, set once on the task: every
+    term that maps between the heads asks the task (``model.tasks.sdf.k=...`` reaches them all).
     ``pseudo_k`` is the steepness that turns the SDF head into a vote for the pseudo-label (see
-    :mod:`mtssl.strategies.dbisl`); ``k`` stays DTC's for the consistency and supervision terms.
+    :mod:`mtssl.strategies.dbisl`), its own value (not the task's ``k``).
     """
-    to_sdf = {"h": h, "kernel": kernel, "radius": radius, "normalize": True, "activation": "sigmoid"}
     terms: list[Term] = []
     if supervised:
         terms += [Term.of(Supervised("seg")), Term.of(Supervised("sdf"), sdf_weight)]
         if transformed_supervision:
             terms += [
-                Term.of(
-                    TransformedSupervised("sdf", "seg", "sdf->seg", {"k": k}), ramp(transformed_weight, ramp_divisor)
-                ),
-                Term.of(
-                    TransformedSupervised("seg", "sdf", "seg->sdf", to_sdf),
-                    ramp(transformed_weight * sdf_weight, ramp_divisor),
-                ),
+                Term.of(TransformedSupervised("sdf", "seg"), ramp(transformed_weight, ramp_divisor)),
+                Term.of(TransformedSupervised("seg", "sdf"), ramp(transformed_weight * sdf_weight, ramp_divisor)),
             ]
     directions = {True: "both", False: "none"}.get(consistency, consistency)
     if directions in ("both", "sdf->seg"):
-        terms.append(Term.of(CrossTask("sdf", "seg", "sdf->seg", {"k": k}), ramp(consistency_weight, ramp_divisor)))
+        terms.append(Term.of(CrossTask("sdf", "seg"), ramp(consistency_weight, ramp_divisor)))
     if directions in ("both", "seg->sdf"):
-        seg_teacher = CrossTask("seg", "sdf", "seg->sdf", to_sdf, detach_source=seg_to_sdf_teaches == "sdf")
+        seg_teacher = CrossTask("seg", "sdf", detach_source=seg_to_sdf_teaches == "sdf")
         terms.append(Term.of(seg_teacher, ramp(consistency_weight, ramp_divisor)))
     if pseudo:
         terms.append(

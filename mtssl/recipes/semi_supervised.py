@@ -76,7 +76,7 @@ def dtc(consistency: float = 1.0, sdf_weight: float = 0.3, k: float = 1500.0, ra
         terms=(
             Term.of(Supervised("seg", dice=1.0, ce=0.0)),
             Term.of(Supervised("sdf"), sdf_weight),
-            Term.of(CrossTask("sdf", "seg", "sdf->seg", {"k": k}, samples="all"), ramp(consistency, ramp_divisor)),
+            Term.of(CrossTask("sdf", "seg", samples="all"), ramp(consistency, ramp_divisor)),
         ),
     )
 

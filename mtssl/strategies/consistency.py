@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from mtssl.ops.checks import as_float
-from mtssl.registry import STRATEGIES, TRANSFORMS
+from mtssl.registry import STRATEGIES
 from mtssl.strategies.context import StepContext
 from mtssl.strategies.schedules import sigmoid_rampup
 from mtssl.tasks.seg import Segmentation
@@ -35,21 +35,21 @@ def sharpen(p: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
 
 @STRATEGIES.register("cross_task")
 class CrossTask:
-    """``mean((T(source) - target)^2)`` with ``T`` a registered transform (``sdf->seg``, ``seg->sdf``, ...).
+    """``mean((T(source) - target)^2)``, ``T`` the transform between the two heads' tasks.
 
-    For a ``*->seg`` transform the target is the target head's foreground probability (``to_seg``);
-    for ``seg->*`` it is the target head's own output. DTC's consistency is
-    ``CrossTask(source="sdf", target="seg", transform="sdf->seg")`` over all samples.
-    ``detach_source`` makes the transformed source a fixed teacher (only the target head learns);
-    ``detach_target`` does the same for the target.
+    Into a segmentation head, ``T`` is the source task's ``to_seg`` and the target is the target
+    head's foreground probability; from a segmentation head, ``T`` is the target task's ``from_seg``
+    and the target is the target head's own output (:meth:`StepContext.mapped`). The tasks' options
+    (``k``, ``h``, ``kernel``, ``radius``) set ``T``. DTC's consistency is
+    ``CrossTask(source="sdf", target="seg")`` over all samples. ``detach_source`` makes the
+    transformed source a fixed teacher (only the target head learns); ``detach_target`` does the
+    same for the target.
     """
 
     def __init__(
         self,
         source: str = "sdf",
         target: str = "seg",
-        transform: str = "sdf->seg",
-        transform_options: dict[str, Any] | None = None,
         samples: Samples = "all",
         detach_target: bool = False,
         detach_source: bool = False,
@@ -58,14 +58,13 @@ class CrossTask:
             raise ValueError("cross_task with both detach_source and detach_target teaches nothing: drop one")
         self.source, self.target, self.samples = source, target, samples
         self.detach_target, self.detach_source = detach_target, detach_source
-        self.transform = TRANSFORMS.create(transform, **dict(transform_options or {}))
-        self.to_seg = transform.endswith("->seg")
         self.name = f"consistency_{source.replace('/', '')}_{target.replace('/', '')}"
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        mapped = _samples(ctx, ctx.transformed(self.source, self.transform), self.samples)
+        mapped = _samples(ctx, ctx.mapped(self.source, self.target), self.samples)
         target_out = _samples(ctx, ctx.outputs[self.target], self.samples)
-        target = ctx.task_of(self.target).to_seg(target_out) if self.to_seg else as_float(target_out)
+        target_task = ctx.task_of(self.target)
+        target = target_task.to_seg(target_out) if isinstance(target_task, Segmentation) else as_float(target_out)
         if self.detach_target:
             target = target.detach()
         if self.detach_source:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import torch
-from torch import nn
 
 from mtssl.tasks.base import Task
+from mtssl.tasks.seg import Segmentation
 
 __all__ = ["BatchPart", "StepContext"]
 
@@ -61,7 +60,7 @@ class StepContext:
     teacher: Forward | None = None
     model: Forward | None = None
     _targets: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
-    _transformed: dict[tuple[Any, ...], torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
+    _mapped: dict[tuple[str, str], torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.n_labeled <= self.image.shape[0]:
@@ -90,18 +89,27 @@ class StepContext:
         """The task behind an output name (``"sdf/1"`` -> the ``sdf`` head's task)."""
         return self.tasks[output.split("/")[0]]
 
-    def transformed(self, output: str, transform: nn.Module) -> torch.Tensor:
-        """``transform(outputs[output])`` over all samples, computed once per step for equal transforms.
+    def mapped(self, source: str, target: str) -> torch.Tensor:
+        """The ``source`` output over all samples in the ``target`` output's representation, computed once
+        per step and shared by every term that asks (DBiSL's transformed supervision and consistency).
 
-        DBiSL's transformed supervision (labeled half) and its consistency (all samples) both need
-        ``seg->sdf`` of the seg logits; the transforms work sample by sample, so one evaluation
-        sliced serves both. Transforms count as equal when their type and options are.
+        Into a segmentation head: the source task's ``to_seg`` (``sigmoid(-k sdf)`` for the sdf task).
+        From a segmentation head: the target task's ``from_seg`` of the source logits (the soft SDF
+        with the sdf task's ``h``, ``kernel`` and ``radius``). The tasks' options set the transforms.
         """
-        options = tuple(sorted((k, v) for k, v in vars(transform).items() if not k.startswith("_") and k != "training"))
-        key = (output, type(transform).__qualname__, options)
-        if key not in self._transformed:
-            self._transformed[key] = transform(self.outputs[output])
-        return self._transformed[key]
+        key = (source, target.split("/")[0])
+        if key not in self._mapped:
+            source_task, target_task = self.task_of(source), self.task_of(target)
+            if isinstance(target_task, Segmentation):
+                self._mapped[key] = source_task.to_seg(self.outputs[source])
+            elif isinstance(source_task, Segmentation):
+                self._mapped[key] = target_task.from_seg(self.outputs[source], source_task.seg_activation)
+            else:
+                raise ValueError(
+                    f"no transform from {source!r} ({type(source_task).__name__}) to {target!r} "
+                    f"({type(target_task).__name__}): one of the two must be a segmentation head"
+                )
+        return self._mapped[key]
 
     def target(self, output: str) -> torch.Tensor:
         """The exact target of an output's task for the labeled samples, float32, computed once per step."""

@@ -17,14 +17,14 @@ The pseudo-label and the weights are detached: they teach, they are not taught.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from mtssl.ops.checks import as_float
 from mtssl.ops.distance import signed_distance
 from mtssl.ops.losses import dice_loss, mse_loss
-from mtssl.registry import STRATEGIES, TRANSFORMS
+from mtssl.registry import STRATEGIES
 from mtssl.strategies.context import StepContext
 from mtssl.tasks.seg import Segmentation
 from mtssl.tasks.transforms import sdf_to_seg
@@ -36,27 +36,19 @@ __all__ = ["FusedPseudoLabel", "PseudoLabel", "TransformedSupervised", "fuse"]
 class TransformedSupervised:
     """Supervise a transformed output on the labeled samples: ``T(source)`` against ``target``'s exact target.
 
-    ``sdf->seg`` of the SDF head is scored with Dice against the label; ``seg->sdf`` of the seg
-    logits with the MSE against the SDF target.
+    ``T`` is the transform between the two heads' tasks (:meth:`StepContext.mapped`), and the target's
+    task scores it (:meth:`Task.score`): ``sigmoid(-k sdf)`` with Dice against the label, the soft
+    SDF of the seg logits with the MSE against the SDF target.
     """
 
-    def __init__(
-        self,
-        source: str = "sdf",
-        target: str = "seg",
-        transform: str = "sdf->seg",
-        transform_options: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, source: str = "sdf", target: str = "seg") -> None:
         self.source, self.target = source, target
-        self.transform = TRANSFORMS.create(transform, **dict(transform_options or {}))
         self.name = f"transformed_{source.replace('/', '')}_to_{target.replace('/', '')}"
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        mapped = as_float(ctx.split(ctx.transformed(self.source, self.transform))[0])
-        target = ctx.target(self.target)
-        if isinstance(ctx.task_of(self.target), Segmentation):
-            return {f"{self.name}_dice": dice_loss(mapped, target)}
-        return {f"{self.name}_mse": mse_loss(mapped, target)}
+        mapped = as_float(ctx.split(ctx.mapped(self.source, self.target))[0])
+        name, loss = ctx.task_of(self.target).score(mapped, ctx.target(self.target))
+        return {f"{self.name}_{name}": loss}
 
 
 Fusion = Literal["mean", "geometric", "seg", "sdf"]

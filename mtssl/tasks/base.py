@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from mtssl.ops.checks import check_mask
+from mtssl.ops.losses import mse_loss
 
 __all__ = ["Task", "class_masks"]
 
@@ -29,8 +31,11 @@ class Task:
     """Base of every task. Its dataclass fields are the task's options (``num_classes`` foreground classes).
 
     Subclasses set ``activation`` (the head's output activation) and implement :meth:`target`,
-    :meth:`to_seg` and :meth:`from_seg`. Every map is ``(B, K, *S)``, one channel per foreground class,
-    except the seg task's head, which adds a background channel when it is a softmax.
+    :meth:`to_seg` and :meth:`from_seg`; :meth:`loss` (the supervised loss) and :meth:`score` (how a
+    map transformed into this task's representation is scored) default to the MSE. Every map is
+    ``(B, K, *S)``, one channel per foreground class, except the seg task's head, which adds a
+    background channel when it is a softmax. Loss terms name heads and ask their task, so a task's
+    options (``k``, ``h``, ...) are set once, on the task, and reach every term.
     """
 
     num_classes: int = 1
@@ -56,6 +61,24 @@ class Task:
     def target(self, label: torch.Tensor) -> torch.Tensor:
         """The exact target ``(B, K, *S)`` float32 of a ``(B, *S)`` label map, on its device."""
         raise TypeError(f"{type(self).__name__} defines no target")
+
+    def loss(
+        self,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        label: torch.Tensor,
+        weights: Mapping[str, float] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The supervised loss of a float32 head ``output`` against its exact ``target`` (and the ``label``
+        map), by component name (``mse``, or ``dice`` and ``ce``, ...); a component is scaled by its
+        ``weights`` entry (1 when absent) and left out where that is 0."""
+        weights = weights or {}
+        return {"mse": weights.get("mse", 1.0) * mse_loss(output, target)} if weights.get("mse", 1.0) else {}
+
+    def score(self, mapped: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
+        """``(name, loss)`` of a map transformed into this task's representation (float32) against the
+        exact target: the MSE here."""
+        return "mse", mse_loss(mapped, target)
 
     def to_seg(self, output: torch.Tensor) -> torch.Tensor:
         """This task's head output to foreground probabilities ``(B, K, *S)``."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
 
 from mtssl.ops.boundary import boundary
+from mtssl.ops.losses import binary_cross_entropy
 from mtssl.registry import TASKS
 from mtssl.tasks.base import SegActivation, Task, class_masks
 from mtssl.tasks.transforms import seg_to_edge
@@ -25,6 +27,18 @@ class Boundary(Task):
     """
 
     has_to_seg: ClassVar[bool] = False
+
+    def loss(
+        self,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        label: torch.Tensor,
+        weights: Mapping[str, float] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``bce``: the BCE of the boundary logits against the exact boundary."""
+        weights = weights or {}
+        w = weights.get("bce", 1.0)
+        return {"bce": w * binary_cross_entropy(output, target)} if w else {}
 
     def target(self, label: torch.Tensor) -> torch.Tensor:
         masks = class_masks(label, self.num_classes)

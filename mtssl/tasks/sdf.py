@@ -12,7 +12,7 @@ from mtssl.ops.conv_distance import soft_signed_distance
 from mtssl.ops.distance import signed_distance
 from mtssl.registry import TASKS
 from mtssl.tasks.base import SegActivation, Task, class_masks
-from mtssl.tasks.transforms import sdf_to_seg
+from mtssl.tasks.transforms import sdf_to_seg, warn_if_saturated
 
 __all__ = ["SignedDistance"]
 
@@ -43,4 +43,5 @@ class SignedDistance(Task):
         return sdf_to_seg(output, self.k)
 
     def from_seg(self, seg_logits: torch.Tensor, activation: SegActivation = "auto") -> torch.Tensor:
+        warn_if_saturated(self.radius, tuple(seg_logits.shape[2:]))
         return soft_signed_distance(seg_logits, self.h, self.kernel, self.radius, normalize=True, activation=activation)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import torch
 
 from mtssl.ops.checks import as_float
+from mtssl.ops.losses import binary_cross_entropy, cross_entropy, dice_loss
 from mtssl.registry import TASKS
 from mtssl.tasks.base import SegActivation, Task, class_masks
 
@@ -32,6 +34,28 @@ class Segmentation(Task):
     def seg_activation(self) -> SegActivation:
         """How this head's logits become probabilities."""
         return "softmax" if self.softmax else "sigmoid"
+
+    def loss(
+        self,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        label: torch.Tensor,
+        weights: Mapping[str, float] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``dice``: Dice (the literature's form) of the foreground probabilities; ``ce``: softmax CE
+        of the label map, or the BCE of sigmoid logits (components weighted by ``weights``)."""
+        weights = weights or {}
+        dice, ce = weights.get("dice", 1.0), weights.get("ce", 1.0)
+        losses = {}
+        if dice:
+            losses["dice"] = dice * dice_loss(self.to_seg(output), target)
+        if ce:
+            losses["ce"] = ce * (cross_entropy(output, label) if self.softmax else binary_cross_entropy(output, target))
+        return losses
+
+    def score(self, mapped: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
+        """Dice of probabilities transformed from another task against the foreground masks."""
+        return "dice", dice_loss(mapped, target)
 
     def target(self, label: torch.Tensor) -> torch.Tensor:
         """Foreground masks ``(B, K, *S)`` as float32 (the label map itself serves CE / Dice)."""

@@ -43,6 +43,7 @@ __all__ = [
     "sdf_to_seg",
     "seg_to_dist",
     "seg_to_edge",
+    "warn_if_saturated",
 ]
 
 
@@ -85,6 +86,18 @@ class SaturationWarning(UserWarning):
     """A soft transform's window is too short for a normalised map to reach its target."""
 
 
+def warn_if_saturated(radius: float | None, patch: tuple[int, ...]) -> None:
+    """Warn (:class:`SaturationWarning`) when a normalised soft SDF's window ``radius`` is under half the patch."""
+    if radius is not None and 2 * radius < max(patch):
+        warnings.warn(
+            f"seg->sdf: radius {radius:g} is under half the patch ({patch}), so the normalised map saturates "
+            "at +-1 beyond it and stops matching the SDF target there; radius: null (the whole patch, by FFT) "
+            "avoids it",
+            SaturationWarning,
+            stacklevel=1,  # this line: shown once per process, not once per calling module
+        )
+
+
 @TRANSFORMS.register("sdf->seg")
 class SdfToSeg(nn.Module):
     """Foreground probability from a signed distance (negative inside): ``sigmoid(-k * sdf)`` (DTC)."""
@@ -125,14 +138,8 @@ class SegToSdf(nn.Module):
         self.h, self.kernel, self.radius, self.normalize, self.activation = h, kernel, radius, normalize, activation
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.normalize and self.radius is not None and 2 * self.radius < max(logits.shape[2:]):
-            warnings.warn(
-                f"seg->sdf: radius {self.radius:g} is under half the patch ({tuple(logits.shape[2:])}), so the "
-                "normalised map saturates at +-1 beyond it and stops matching the SDF target there; "
-                "radius: null (the whole patch, by FFT) avoids it",
-                SaturationWarning,
-                stacklevel=1,  # this line: shown once per process, not once per calling module
-            )
+        if self.normalize:
+            warn_if_saturated(self.radius, tuple(logits.shape[2:]))
         return soft_signed_distance(logits, self.h, self.kernel, self.radius, None, self.normalize, self.activation)
 
 

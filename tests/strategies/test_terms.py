@@ -15,6 +15,7 @@ from mtssl.strategies.dbisl import fuse
 SEG = TASKS.create("seg")
 SOFTMAX = TASKS.create("seg", softmax=True)
 SDF = TASKS.create("sdf")
+SignedDistance = type(SDF)
 
 
 def ctx(outputs, tasks, n_labeled=0, teacher=None, iteration=6000, label=None, image=None):
@@ -26,7 +27,7 @@ def ctx(outputs, tasks, n_labeled=0, teacher=None, iteration=6000, label=None, i
 
 
 def test_cross_task_known_values():
-    term = STRATEGIES.create("cross_task", source="sdf", target="seg", transform="sdf->seg")
+    term = STRATEGIES.create("cross_task", source="sdf", target="seg")
     zero = torch.zeros(2, 1, 4, 4)
     assert term(ctx({"sdf": zero, "seg": zero}, {"sdf": SDF, "seg": SEG}))["consistency_sdf_seg"] == 0
     inside = torch.full((2, 1, 4, 4), -1.0)  # sigmoid(1500) = 1 against sigmoid(0) = 0.5
@@ -120,12 +121,7 @@ def tiny_model(tasks):
         ("mean_teacher", {}, {"seg": SOFTMAX}, True),
         ("ua_mt", {"passes": 2}, {"seg": SOFTMAX}, True),
         ("cross_task", {}, {"seg": SEG, "sdf": SDF}, False),
-        (
-            "cross_task",
-            {"source": "seg", "target": "sdf", "transform": "seg->sdf", "transform_options": {"h": 0.5}},
-            {"seg": SEG, "sdf": SDF},
-            False,
-        ),
+        ("cross_task", {"source": "seg", "target": "sdf"}, {"seg": SEG, "sdf": SignedDistance(h=0.5)}, False),
         ("multi_decoder", {}, {"seg": SOFTMAX}, False),
         ("fused_pseudo_label", {}, {"seg": SEG, "sdf": SDF}, False),
     ],
@@ -152,7 +148,7 @@ def test_transformed_supervised_known_values():
     label = torch.zeros(2, 4, 4, dtype=torch.long)
     label[:, :, :2] = 1
     inside = torch.where(label[:, None] == 1, -1.0, 1.0)  # a perfect SDF sign: sigmoid(-1500 sdf) is the label
-    term = STRATEGIES.create("transformed_supervised", source="sdf", target="seg", transform="sdf->seg")
+    term = STRATEGIES.create("transformed_supervised", source="sdf", target="seg")
     out = term(ctx({"sdf": inside, "seg": torch.zeros(2, 1, 4, 4)}, {"sdf": SDF, "seg": SEG}, n_labeled=2, label=label))
     assert out["transformed_sdf_to_seg_dice"] == pytest.approx(0.0, abs=1e-6)
     flipped = term(

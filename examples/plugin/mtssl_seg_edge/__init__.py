@@ -20,6 +20,6 @@ def seg_edge(edge_weight: float = 0.5, consistency: float = 0.3) -> Recipe:
         terms=(
             Term.of(Supervised("seg")),
             Term.of(Supervised("edge"), edge_weight),
-            Term.of(CrossTask("seg", "edge", "seg->edge"), {"schedule": "sigmoid", "c": consistency}),
+            Term.of(CrossTask("seg", "edge"), {"schedule": "sigmoid", "c": consistency}),
         ),
     )
