@@ -17,8 +17,8 @@ from mtssl.cli import print_metrics
 from mtssl.engine.run import train_run
 from mtssl.recipes.base import Recipe, Term
 from mtssl.registry import RECIPES
-from mtssl.strategies.consistency import CrossTask
-from mtssl.strategies.supervised import Supervised
+from mtssl.terms.consistency import CrossTask
+from mtssl.terms.supervised import Supervised
 
 NAME = "example_seg_dist"
 

@@ -9,10 +9,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mtssl.engine.spec import InferenceSpec
+from typing import Any
 
 __all__ = ["main", "print_metrics"]
 
@@ -134,86 +131,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def probability_channels(spec: InferenceSpec) -> dict[str, Any]:
-    """What each channel of a probability map is: softmax maps start with the background; sigmoid
-    maps have one independent channel per foreground class and no background channel."""
-    names = list(spec.class_names)
-    if spec.softmax:
-        return {"activation": "softmax", "background_channel": True, "channels": ["background", *names]}
-    return {"activation": "sigmoid", "background_channel": False, "channels": names}
-
-
-def _write_prediction(
-    path: Path,
-    labels: Any,
-    probs: Any,
-    meta: Mapping[str, Any],
-    out: Path,
-    with_probs: bool,
-    channels: Mapping[str, Any] | None = None,
-) -> Path:
-    import json
-
-    import numpy as np
-
-    out.mkdir(parents=True, exist_ok=True)
-    name = path.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
-    if with_probs and channels is not None:  # beside every probability file, whatever its format
-        (out / f"{stem}_prob.json").write_text(json.dumps(dict(channels), indent=1))
-    if meta["format"] == "nifti":
-        import nibabel as nib
-
-        target = out / f"{stem}_pred.nii.gz"
-
-        def like_input(array: Any, dtype: Any) -> Any:
-            # The input's header (qform/sform codes, units, description), not only its affine.
-            header = meta["header"].copy()
-            header.set_data_dtype(dtype)
-            return nib.Nifti1Image(np.asarray(array, dtype=dtype), meta["affine"], header=header)
-
-        nib.save(like_input(labels, np.uint8), target)
-        if with_probs:
-            prob = like_input(np.moveaxis(probs, 0, -1), np.float32)
-            if channels is not None:  # the 4th axis, in the header's 80-character description
-                prob.header["descrip"] = ("channels: " + ", ".join(channels["channels"]))[:79].encode()
-            nib.save(prob, out / f"{stem}_prob.nii.gz")
-    elif meta["format"] == "h5":
-        import h5py
-
-        target = out / f"{path.stem}_pred.h5"
-        with h5py.File(target, "w") as f:
-            f.create_dataset("label", data=labels, compression="gzip")
-            if with_probs:
-                dataset = f.create_dataset("probability", data=probs, compression="gzip")
-                for key, value in (channels or {}).items():
-                    dataset.attrs[key] = value
-    elif meta["format"] == "image":
-        from PIL import Image
-
-        target = out / f"{path.stem}_pred.png"
-        scale = 255 // max(int(labels.max()), 1) if labels.max() <= 1 else 1
-        Image.fromarray((labels * scale).astype(np.uint8)).save(target)
-        if with_probs:
-            np.save(out / f"{path.stem}_prob.npy", probs)
-    else:
-        target = out / f"{path.stem}_pred.npy"
-        np.save(target, labels)
-        if with_probs:
-            np.save(out / f"{path.stem}_prob.npy", probs)
-    return target
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from mtssl.engine.predictor import load, read_input
+    from mtssl.engine.predictor import load, read_input, write_prediction
 
     predictor = load(args.checkpoint)
     for item in args.inputs:
         path = Path(item)
         image, meta = read_input(path)
         probs, labels = predictor(image)
-        channels = probability_channels(predictor.spec)
-        target = _write_prediction(path, labels, probs, meta, Path(args.out), args.probabilities, channels)
+        channels = predictor.spec.channels()
+        target = write_prediction(path, labels, probs, meta, Path(args.out), args.probabilities, channels)
         print(f"{path} -> {target}")
     return 0
 
@@ -245,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtssl {mtssl.__version__}")
     sub = parser.add_subparsers(dest="command")
     p_list = sub.add_parser("list", help="list what is registered: backbones, tasks, transforms, ...")
-    p_list.add_argument("kind", nargs="?", help="one registry: backbone, task, transform, strategy, recipe, dataset")
+    p_list.add_argument("kind", nargs="?", help="one registry: backbone, task, transform, term, recipe, dataset")
     p_list.set_defaults(func=_cmd_list)
 
     p_train = sub.add_parser("train", help="train a recipe, then test it")

@@ -16,7 +16,36 @@ from mtssl.config import ConfigError, did_you_mean
 from mtssl.registry import BACKBONES, TASKS
 from mtssl.tasks.base import Task
 
-__all__ = ["MultiTaskModel", "build_model"]
+__all__ = ["Backbone", "MultiTaskModel", "build_model"]
+
+
+class Backbone(nn.Module):
+    """Any network that maps ``(B, C_in, *S)`` images to ``(B, out_channels, *S)`` features, as a backbone.
+
+    Example:
+        >>> from mtssl.tasks.seg import Segmentation
+        >>> net = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.ReLU())
+        >>> model = MultiTaskModel(Backbone(net, out_channels=8, spatial_dims=3), {"seg": Segmentation()})
+        >>> model(torch.randn(1, 1, 8, 8, 8))["seg"].shape
+        torch.Size([1, 1, 8, 8, 8])
+    """
+
+    def __init__(self, network: nn.Module, out_channels: int, spatial_dims: int) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be positive, got {out_channels}")
+        self.network, self.out_channels, self.spatial_dims = network, out_channels, spatial_dims
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.network(image)
+        if features.shape[1] != self.out_channels or features.shape[2:] != image.shape[2:]:
+            raise ValueError(
+                f"the wrapped network returned {tuple(features.shape)} for an input {tuple(image.shape)}; a backbone "
+                f"returns (B, {self.out_channels}, *S) features at the input's size (out_channels={self.out_channels})"
+            )
+        return features
 
 
 class MultiTaskModel(nn.Module):
@@ -24,7 +53,7 @@ class MultiTaskModel(nn.Module):
 
     Args:
         backbone: a module with ``out_channels`` and ``spatial_dims`` (and ``branches`` when it
-            returns a list of feature maps, one per decoder).
+            returns a list of feature maps, one per decoder); wrap any other network in :class:`Backbone`.
         tasks: head name -> :class:`~mtssl.tasks.base.Task`.
 
     Example:
@@ -39,6 +68,12 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         if not tasks:
             raise ValueError("a MultiTaskModel needs at least one task, e.g. {'seg': Segmentation()}")
+        for attribute in ("out_channels", "spatial_dims"):
+            if not hasattr(backbone, attribute):
+                raise TypeError(
+                    f"the backbone {type(backbone).__name__} has no {attribute}: wrap it as "
+                    "Backbone(network, out_channels=..., spatial_dims=...)"
+                )
         for name, task in tasks.items():
             if not isinstance(task, Task):
                 raise TypeError(f"task {name!r} must be a mtssl Task, got {type(task).__name__}")

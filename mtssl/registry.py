@@ -3,8 +3,8 @@
 Like timm's ``register_model`` / ``create_model``, with three differences:
 
 - a duplicate name is an error, never a silent overwrite;
-- built-in entries are registered by importing the modules each registry names, explicitly and
-  lazily on first use, not as a side effect of star imports;
+- built-in entries are registered by importing every public module of the registry's package,
+  lazily on first use (a new file registers its entries without a second edit), not by star imports;
 - each entry's options are a typed dataclass, so ``create(name, **cfg)`` rejects an unknown or
   mistyped option at config time, naming the option and its close matches.
 
@@ -33,8 +33,8 @@ __all__ = [
     "PLUGIN_GROUP",
     "RECIPES",
     "REGISTRIES",
-    "STRATEGIES",
     "TASKS",
+    "TERMS",
     "TRANSFORMS",
     "Entry",
     "PluginError",
@@ -271,8 +271,7 @@ def load_plugins() -> None:
 
 
 def builtin_modules(package: str) -> list[str]:
-    """Every public module of ``package`` (not those whose name starts with ``_``): a new file in a
-    built-in package registers its entries without a second edit anywhere."""
+    """Every public module of ``package`` (not those whose name starts with ``_``)."""
     import pkgutil
 
     path = importlib.import_module(package).__path__
@@ -283,12 +282,12 @@ def builtin_modules(package: str) -> list[str]:
 BACKBONES = Registry("backbone", package="mtssl.nets")
 TASKS = Registry("task", package="mtssl.tasks")
 TRANSFORMS = Registry("transform", package="mtssl.tasks")
-STRATEGIES = Registry("strategy", package="mtssl.strategies")
+TERMS = Registry("term", package="mtssl.terms")
 RECIPES = Registry("recipe", package="mtssl.recipes")
 DATASETS = Registry("dataset", package="mtssl.data")
 
 #: Every registry by kind, as ``mtssl list KIND`` names them.
-REGISTRIES: dict[str, Registry] = {r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, STRATEGIES, RECIPES, DATASETS)}
+REGISTRIES: dict[str, Registry] = {r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, TERMS, RECIPES, DATASETS)}
 
 
 def registry(kind: str) -> Registry:

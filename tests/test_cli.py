@@ -9,7 +9,7 @@ from mtssl.cli import main
 def test_list_all(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for kind in ("backbone", "task", "transform", "strategy", "recipe", "dataset"):
+    for kind in ("backbone", "task", "transform", "term", "recipe", "dataset"):
         assert kind in out
     assert "sdf->seg" in out and "k=1500.0" in out
 
@@ -144,11 +144,10 @@ def test_list_prints_plain_text_and_wraps(capsys, monkeypatch):
 
 
 def test_probability_channels_name_the_background_only_for_softmax():
-    from mtssl.cli import probability_channels
     from mtssl.engine.spec import InferenceSpec
 
     sizes = {"patch": (8, 8), "stride": (4, 4), "in_channels": 1, "spatial_dims": 2}
-    sigmoid = probability_channels(InferenceSpec(**sizes, num_classes=3, class_names=("1", "2", "3")))
+    sigmoid = InferenceSpec(**sizes, num_classes=3, class_names=("1", "2", "3")).channels()
     assert sigmoid == {"activation": "sigmoid", "background_channel": False, "channels": ["1", "2", "3"]}
-    softmax = probability_channels(InferenceSpec(**sizes, num_classes=2, softmax=True))
+    softmax = InferenceSpec(**sizes, num_classes=2, softmax=True).channels()
     assert softmax["channels"] == ["background", "1", "2"] and softmax["background_channel"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from mtssl.engine.sliding_window import sliding_window
 from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel
 
-__all__ = ["Predictor", "load", "read_input"]
+__all__ = ["Predictor", "load", "read_input", "write_prediction"]
 
 
 def read_input(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -117,3 +118,65 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Pr
     load_state_checked(model, state["model"], str(path))
     dev = pick_device(str(device)) if device is not None else pick_device("auto")
     return Predictor(model.to(dev), spec, dev)
+
+
+def write_prediction(
+    path: Path,
+    labels: Any,
+    probs: Any,
+    meta: Mapping[str, Any],
+    out: Path,
+    with_probs: bool,
+    channels: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a prediction of the input ``path`` into ``out`` in the input's format: ``<stem>_pred`` (the
+    labels; NIfTI keeps the input's header), with ``with_probs`` also ``<stem>_prob`` and, beside it,
+    ``<stem>_prob.json`` naming the probability channels (``channels``: :meth:`InferenceSpec.channels`)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    name = path.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+    if with_probs and channels is not None:  # beside every probability file, whatever its format
+        (out / f"{stem}_prob.json").write_text(json.dumps(dict(channels), indent=1))
+    if meta["format"] == "nifti":
+        import nibabel as nib
+
+        target = out / f"{stem}_pred.nii.gz"
+
+        def like_input(array: Any, dtype: Any) -> Any:
+            # The input's header (qform/sform codes, units, description), not only its affine.
+            header = meta["header"].copy()
+            header.set_data_dtype(dtype)
+            return nib.Nifti1Image(np.asarray(array, dtype=dtype), meta["affine"], header=header)
+
+        nib.save(like_input(labels, np.uint8), target)
+        if with_probs:
+            prob = like_input(np.moveaxis(probs, 0, -1), np.float32)
+            if channels is not None:  # the 4th axis, in the header's 80-character description
+                prob.header["descrip"] = ("channels: " + ", ".join(channels["channels"]))[:79].encode()
+            nib.save(prob, out / f"{stem}_prob.nii.gz")
+    elif meta["format"] == "h5":
+        import h5py
+
+        target = out / f"{path.stem}_pred.h5"
+        with h5py.File(target, "w") as f:
+            f.create_dataset("label", data=labels, compression="gzip")
+            if with_probs:
+                dataset = f.create_dataset("probability", data=probs, compression="gzip")
+                for key, value in (channels or {}).items():
+                    dataset.attrs[key] = value
+    elif meta["format"] == "image":
+        from PIL import Image
+
+        target = out / f"{path.stem}_pred.png"
+        scale = 255 // max(int(labels.max()), 1) if labels.max() <= 1 else 1
+        Image.fromarray((labels * scale).astype(np.uint8)).save(target)
+        if with_probs:
+            np.save(out / f"{path.stem}_prob.npy", probs)
+    else:
+        target = out / f"{path.stem}_pred.npy"
+        np.save(target, labels)
+        if with_probs:
+            np.save(out / f"{path.stem}_prob.npy", probs)
+    return target

@@ -55,6 +55,14 @@ class InferenceSpec:
         """The task head of the tested output (``seg`` for ``seg/1``)."""
         return self.output.split("/")[0]
 
+    def channels(self) -> dict[str, Any]:
+        """What each channel of a probability map is: softmax maps start with the background; sigmoid
+        maps have one independent channel per foreground class and no background channel."""
+        names = list(self.class_names)
+        if self.softmax:
+            return {"activation": "softmax", "background_channel": True, "channels": ["background", *names]}
+        return {"activation": "sigmoid", "background_channel": False, "channels": names}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists, not tuples) for a checkpoint or JSON."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -35,7 +35,7 @@ from mtssl.engine.provenance import write_run_files
 from mtssl.engine.records import RunLog, check_resume_config
 from mtssl.model import MultiTaskModel
 from mtssl.recipes.base import Recipe, term_names
-from mtssl.strategies.context import StepContext
+from mtssl.terms.context import StepContext
 
 __all__ = ["Trainer", "TrainingInterrupted"]
 

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 import torch
 
-from mtssl.strategies.context import StepContext
-from mtssl.strategies.schedules import Schedule, build_schedule
+from mtssl.terms.context import StepContext
+from mtssl.terms.schedules import Schedule, build_schedule
 
-__all__ = ["Recipe", "Teacher", "Term", "term_names"]
+__all__ = ["Recipe", "Teacher", "Term", "ramp", "term_names"]
 
 LossTerm = Callable[[StepContext], Mapping[str, torch.Tensor]]
 
@@ -75,3 +75,8 @@ class Recipe:
     teacher: Teacher | None = None
     evaluate: str = "seg"
     backbone: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "vnet"})
+
+
+def ramp(c: float, divisor: int = 150) -> dict:
+    """The literature's sigmoid ramp-up to ``c``: full at ``40 * divisor`` iterations (6000 by default)."""
+    return {"schedule": "sigmoid", "c": c, "divisor": divisor, "length": 40}

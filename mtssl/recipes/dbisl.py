@@ -27,12 +27,11 @@ from __future__ import annotations
 from typing import Literal
 
 from mtssl.config import ConfigError
-from mtssl.recipes.base import Recipe, Term
-from mtssl.recipes.semi_supervised import ramp
+from mtssl.recipes.base import Recipe, Term, ramp
 from mtssl.registry import RECIPES
-from mtssl.strategies.consistency import CrossTask
-from mtssl.strategies.dbisl import FusedPseudoLabel, TransformedSupervised
-from mtssl.strategies.supervised import Supervised
+from mtssl.terms.consistency import CrossTask
+from mtssl.terms.pseudo_label import FusedPseudoLabel
+from mtssl.terms.supervised import Supervised, TransformedSupervised
 
 __all__ = ["dbisl"]
 
@@ -41,7 +40,7 @@ __all__ = ["dbisl"]
 def dbisl(
     supervised: bool = True,
     transformed_supervision: bool = True,
-    consistency: bool | Literal["both", "sdf->seg", "seg->sdf", "none"] = True,
+    consistency: bool | Literal["both", "sdf->seg", "seg->sdf", "none"] = "sdf->seg",
     seg_to_sdf_teaches: Literal["both", "sdf"] = "both",
     pseudo: bool = True,
     uncertainty: Literal["disagreement", "entropy", "none"] = "disagreement",
@@ -70,7 +69,7 @@ def dbisl(
     ``k``, ``h``, ``kernel`` and ``radius`` are the sdf task's options, set once on the task: every
     term that maps between the heads asks the task (``model.tasks.sdf.k=...`` reaches them all).
     ``pseudo_k`` is the steepness that turns the SDF head into a vote for the pseudo-label (see
-    :mod:`mtssl.strategies.dbisl`), its own value (not the task's ``k``).
+    :mod:`mtssl.terms.pseudo_label`), its own value (not the task's ``k``).
     """
     terms: list[Term] = []
     if supervised:

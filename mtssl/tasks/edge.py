@@ -14,12 +14,12 @@ from mtssl.registry import TASKS
 from mtssl.tasks.base import SegActivation, Task, class_masks
 from mtssl.tasks.transforms import seg_to_edge
 
-__all__ = ["Boundary"]
+__all__ = ["Edge"]
 
 
 @TASKS.register("edge")
 @dataclasses.dataclass(frozen=True)
-class Boundary(Task):
+class Edge(Task):
     """Boundary logits, one channel per foreground class.
 
     Target: the inner boundary (:func:`mtssl.ops.boundary`, skimage's). No transform to

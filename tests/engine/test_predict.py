@@ -1,4 +1,5 @@
 import json
+import os
 
 import h5py
 import nibabel as nib
@@ -119,3 +120,31 @@ def test_read_input_rejects_damaged_and_non_numeric_files(tmp_path):
     np.save(tmp_path / "ok.npy", np.ones((4, 4, 4), np.int16))
     image, meta = read_input(tmp_path / "ok.npy")
     assert image.dtype == np.float32 and meta == {"format": "npy"}
+
+
+BLOCK_TRAINING = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name in ("mtssl.engine.trainer", "mtssl.engine.run"):
+            raise ImportError(name + " is blocked")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_load_and_evaluate_run_where_the_training_loop_cannot_be_imported(run_dir, tmp_path):
+    import subprocess
+    import sys
+
+    code = BLOCK_TRAINING + (
+        "import numpy as np, mtssl\n"
+        "from mtssl.cli import main\n"
+        f"probs, labels = mtssl.load({str(run_dir)!r})(np.zeros((32, 32, 32), np.float32))\n"
+        f"assert main(['evaluate', {str(run_dir)!r}, '--out', {str(tmp_path / 'eval')!r}]) == 0\n"
+        "print('ok', probs.shape, labels.shape, 'mtssl.engine.trainer' in sys.modules)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ok (1, 32, 32, 32) (32, 32, 32) False" in done.stdout
+    assert (tmp_path / "eval" / "metrics.json").is_file()

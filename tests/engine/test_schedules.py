@@ -3,7 +3,7 @@ import math
 import pytest
 
 from mtssl.config import ConfigError
-from mtssl.strategies.schedules import Schedule, build_schedule
+from mtssl.terms.schedules import Schedule, build_schedule
 
 
 def test_sigmoid_rampup_is_the_literature_formula():

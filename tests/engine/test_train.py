@@ -10,7 +10,7 @@ from mtssl.engine.evaluator import evaluate_run
 from mtssl.engine.run import train_run
 from mtssl.engine.trainer import Trainer
 from mtssl.recipes.base import Recipe, Term
-from mtssl.strategies.context import StepContext
+from mtssl.terms.context import StepContext
 
 
 def tiny_config(classes=1, iterations=30, **train):

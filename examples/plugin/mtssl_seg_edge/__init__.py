@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from mtssl.recipes.base import Recipe, Term
 from mtssl.registry import RECIPES
-from mtssl.strategies.consistency import CrossTask
-from mtssl.strategies.supervised import Supervised
+from mtssl.terms.consistency import CrossTask
+from mtssl.terms.supervised import Supervised
 
 
 @RECIPES.register("seg_edge")

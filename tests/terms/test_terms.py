@@ -1,4 +1,4 @@
-"""Each strategy on hand-made tensors with a known value, and SSL gradients from unlabeled samples alone."""
+"""Each term on hand-made tensors with a known value, and SSL gradients from unlabeled samples alone."""
 
 import math
 
@@ -7,10 +7,10 @@ import torch
 
 from mtssl.model import MultiTaskModel
 from mtssl.nets.vnet import VNet
-from mtssl.registry import STRATEGIES, TASKS
-from mtssl.strategies.consistency import sharpen, sigmoid_rampup
-from mtssl.strategies.context import StepContext
-from mtssl.strategies.dbisl import fuse
+from mtssl.registry import TASKS, TERMS
+from mtssl.terms.consistency import sharpen, sigmoid_rampup
+from mtssl.terms.context import StepContext
+from mtssl.terms.pseudo_label import fuse
 
 SEG = TASKS.create("seg")
 SOFTMAX = TASKS.create("seg", softmax=True)
@@ -27,13 +27,13 @@ def ctx(outputs, tasks, n_labeled=0, teacher=None, iteration=6000, label=None, i
 
 
 def test_cross_task_known_values():
-    term = STRATEGIES.create("cross_task", source="sdf", target="seg")
+    term = TERMS.create("cross_task", source="sdf", target="seg")
     zero = torch.zeros(2, 1, 4, 4)
     assert term(ctx({"sdf": zero, "seg": zero}, {"sdf": SDF, "seg": SEG}))["consistency_sdf_seg"] == 0
     inside = torch.full((2, 1, 4, 4), -1.0)  # sigmoid(1500) = 1 against sigmoid(0) = 0.5
     value = term(ctx({"sdf": inside, "seg": zero}, {"sdf": SDF, "seg": SEG}))["consistency_sdf_seg"]
     assert value == pytest.approx(0.25)
-    unlabeled = STRATEGIES.create("cross_task", samples="unlabeled")
+    unlabeled = TERMS.create("cross_task", samples="unlabeled")
     mixed = torch.cat([torch.full((1, 1, 4, 4), -1.0), torch.zeros(1, 1, 4, 4)])
     assert (
         unlabeled(ctx({"sdf": mixed, "seg": zero}, {"sdf": SDF, "seg": SEG}, n_labeled=1))["consistency_sdf_seg"] == 0
@@ -43,12 +43,12 @@ def test_cross_task_known_values():
 def test_mean_teacher_known_value():
     student = torch.zeros(2, 2, 4, 4)  # softmax 0.5 / 0.5
     teacher = lambda x: {"seg": torch.tensor([0.0, math.log(3)]).view(1, 2, 1, 1).expand(x.shape[0], 2, 4, 4)}  # noqa: E731
-    value = STRATEGIES.create("mean_teacher")(
+    value = TERMS.create("mean_teacher")(
         ctx({"seg": student}, {"seg": SOFTMAX}, n_labeled=1, teacher=teacher, image=torch.zeros(2, 1, 4, 4))
     )
     assert value["consistency_teacher"] == pytest.approx(0.0625)  # (0.5 - 0.75)^2 on both channels
     with pytest.raises(ValueError, match="needs a recipe with an EMA teacher"):
-        STRATEGIES.create("mean_teacher")(ctx({"seg": student}, {"seg": SOFTMAX}))
+        TERMS.create("mean_teacher")(ctx({"seg": student}, {"seg": SOFTMAX}))
 
 
 def test_ua_mt_masks_uncertain_voxels():
@@ -56,7 +56,7 @@ def test_ua_mt_masks_uncertain_voxels():
     logits = torch.zeros(1, 2, 2, 2)
     logits[..., 0] = torch.tensor([0.0, 10.0]).view(2, 1)  # left column certain, right column p = 0.5
     teacher = lambda x: {"seg": logits.expand(x.shape[0], -1, -1, -1)}  # noqa: E731
-    term = STRATEGIES.create("ua_mt", passes=2, noise_std=0.0)
+    term = TERMS.create("ua_mt", passes=2, noise_std=0.0)
     # At iteration 0 the threshold is about 0.75 ln 2: the p = 0.5 voxels (entropy ln 2) are masked out.
     out = term(ctx({"seg": student}, {"seg": SOFTMAX}, teacher=teacher, iteration=0))["consistency_uncertain"]
     p = torch.softmax(torch.tensor([0.0, 10.0]), 0)
@@ -69,7 +69,7 @@ def test_sharpen_and_multi_decoder():
     p = torch.tensor([0.5, 0.6, 0.0, 1.0])
     torch.testing.assert_close(sharpen(p), torch.tensor([0.5, 0.6**10 / (0.6**10 + 0.4**10), 0.0, 1.0]))
     hard = torch.tensor([-50.0, 50.0]).view(1, 2, 1, 1).expand(2, 2, 3, 3)
-    term = STRATEGIES.create("multi_decoder", decoders=2)
+    term = TERMS.create("multi_decoder", decoders=2)
     assert term(ctx({"seg": hard, "seg/1": hard}, {"seg": SOFTMAX}))["consistency_decoders"] < 1e-12
     half = torch.zeros(2, 2, 3, 3)
     assert term(ctx({"seg": half, "seg/1": hard}, {"seg": SOFTMAX}))["consistency_decoders"] == pytest.approx(0.5)
@@ -94,9 +94,9 @@ def test_fused_pseudo_label_weights_the_disagreeing_region_down():
     seg_logits = torch.full((1, 1, 4, 4), math.log(9))  # p_seg = 0.9 everywhere
     sdf = torch.full((1, 1, 4, 4), -1.0)  # p_sdf = 1 on the left half ...
     sdf[..., 2:] = 1.0  # ... and 0 on the right half: the tasks disagree there
-    term = STRATEGIES.create("fused_pseudo_label")
+    term = TERMS.create("fused_pseudo_label")
     full = term(ctx({"seg": seg_logits, "sdf": sdf}, {"seg": SEG, "sdf": SDF}))
-    uniform = STRATEGIES.create("fused_pseudo_label", uncertainty="none")(
+    uniform = TERMS.create("fused_pseudo_label", uncertainty="none")(
         ctx({"seg": seg_logits, "sdf": sdf}, {"seg": SEG, "sdf": SDF})
     )
     # Left: fused 0.95 -> pseudo 1, weight 0.9; right: fused 0.45 -> pseudo 0, weight 0.1.
@@ -137,7 +137,7 @@ def test_ssl_terms_train_from_unlabeled_samples_only(name, options, tasks, teach
     outputs = model(image)
     other = tiny_model(tasks)
     context = ctx(outputs, tasks, n_labeled=0, image=image, teacher=(lambda x: other(x)) if teacher else None)
-    losses = STRATEGIES.create(name, **options)(context)
+    losses = TERMS.create(name, **options)(context)
     total = sum(losses.values())
     total.backward()
     grad = sum(p.grad.abs().sum() for p in model.parameters() if p.grad is not None)
@@ -148,30 +148,13 @@ def test_transformed_supervised_known_values():
     label = torch.zeros(2, 4, 4, dtype=torch.long)
     label[:, :, :2] = 1
     inside = torch.where(label[:, None] == 1, -1.0, 1.0)  # a perfect SDF sign: sigmoid(-1500 sdf) is the label
-    term = STRATEGIES.create("transformed_supervised", source="sdf", target="seg")
+    term = TERMS.create("transformed_supervised", source="sdf", target="seg")
     out = term(ctx({"sdf": inside, "seg": torch.zeros(2, 1, 4, 4)}, {"sdf": SDF, "seg": SEG}, n_labeled=2, label=label))
     assert out["transformed_sdf_to_seg_dice"] == pytest.approx(0.0, abs=1e-6)
     flipped = term(
         ctx({"sdf": -inside, "seg": torch.zeros(2, 1, 4, 4)}, {"sdf": SDF, "seg": SEG}, n_labeled=2, label=label)
     )
     assert flipped["transformed_sdf_to_seg_dice"] == pytest.approx(1.0, abs=1e-4)
-
-
-def test_pseudo_label_fused_from_two_decoders():
-    # Decoder 0 and 1 agree (p = 0.9) on the left, disagree (0.9 vs 0.3) on the right.
-    p0 = torch.full((1, 1, 2, 4), 0.9)
-    p1 = p0.clone()
-    p1[..., 2:] = 0.3
-    logits = {"seg": torch.logit(p0), "seg/1": torch.logit(p1)}
-    out = STRATEGIES.create("pseudo_label", outputs=("seg", "seg/1"))(ctx(logits, {"seg": SEG}))
-    # fused: 0.9 left (label 1, weight 1), 0.6 right (label 1, weight 0.4)
-    w = torch.ones(2, 4)
-    w[:, 2:] = 0.4
-    for name, p in (("pseudo_seg", p0[0, 0]), ("pseudo_seg1", p1[0, 0])):
-        expected = 1 - (2 * (w * p).sum() + 1e-5) / ((w * p * p).sum() + w.sum() + 1e-5)
-        assert out[name] == pytest.approx(float(expected), rel=1e-4)  # float32 logit/sigmoid round trip
-    with pytest.raises(ValueError, match="at least two outputs"):
-        STRATEGIES.create("pseudo_label", outputs=("seg",))
 
 
 def test_mc_dropout_uncertainty_from_the_student():
@@ -182,11 +165,11 @@ def test_mc_dropout_uncertainty_from_the_student():
     other = tiny_model(tasks)
     context = ctx(outputs, tasks, n_labeled=0, image=image, teacher=lambda x: other(x))
     context.model = model
-    loss = STRATEGIES.create("ua_mt", passes=2, source="student")(context)["consistency_uncertain"]
+    loss = TERMS.create("ua_mt", passes=2, source="student")(context)["consistency_uncertain"]
     assert torch.isfinite(loss)
     context.model = None
     with pytest.raises(ValueError, match="needs the student's forward"):
-        STRATEGIES.create("ua_mt", passes=2, source="student")(context)
+        TERMS.create("ua_mt", passes=2, source="student")(context)
 
 
 def test_the_seg_head_votes_on_the_fused_pseudo_label():
@@ -197,7 +180,7 @@ def test_the_seg_head_votes_on_the_fused_pseudo_label():
     outputs = {"sdf": sdf}
     labels = {}
     for k in (1500.0, 50.0):
-        term = STRATEGIES.create("fused_pseudo_label", k=k)
+        term = TERMS.create("fused_pseudo_label", k=k)
         for seg in (-3.0, 3.0):
             outputs["seg"] = torch.full((2, 1, 4, 4), seg)
             labels[k, seg] = term.label(ctx(outputs, {"seg": SEG, "sdf": SDF}))[0]
@@ -208,7 +191,7 @@ def test_the_seg_head_votes_on_the_fused_pseudo_label():
 def test_dbisl_ramps_every_unsupervised_and_transformed_term():
     from mtssl.registry import RECIPES
 
-    recipe = RECIPES.create("dbisl", ramp_divisor=10)
+    recipe = RECIPES.create("dbisl", ramp_divisor=10, consistency="both")
     weights = {
         f"{type(t.fn).__name__}:{getattr(t.fn, 'name', None) or getattr(t.fn, 'output', '')}": t.weight
         for t in recipe.terms
@@ -240,3 +223,15 @@ def test_every_recipe_ramps_its_unsupervised_terms_on_one_schedule(name, ramped_
         for t in recipe.terms:
             if type(t.fn).__name__ == "Supervised":
                 assert t.weight(0) == t.weight(10 * full)
+
+
+@pytest.mark.parametrize("detach", ["source", "target"])
+def test_cross_task_detached_side_gets_no_gradient(detach):
+    seg = torch.randn(2, 1, 8, 8, requires_grad=True)
+    sdf = (torch.rand(2, 1, 8, 8) - 0.5).requires_grad_()
+    term = TERMS.create("cross_task", source="seg", target="sdf", **{f"detach_{detach}": True})
+    term(ctx({"seg": seg, "sdf": sdf}, {"seg": SEG, "sdf": SignedDistance(h=1.0)}))["consistency_seg_sdf"].backward()
+    taught, teacher = (sdf, seg) if detach == "source" else (seg, sdf)
+    assert teacher.grad is None and taught.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="teaches nothing"):
+        TERMS.create("cross_task", detach_source=True, detach_target=True)

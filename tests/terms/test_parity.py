@@ -1,6 +1,6 @@
 """Loss parity: each recipe's total loss and gradients equal a float64 transcription of METHODS.md.
 
-The transcriptions below use plain torch and scipy, not mtssl's strategies. The batch is 2 labeled +
+The transcriptions below use plain torch and scipy, not mtssl's terms. The batch is 2 labeled +
 2 unlabeled 3D samples; the outputs are float64 leaves; the teacher is a fixed function of its input.
 """
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mtssl.registry import RECIPES, TASKS
-from mtssl.strategies.context import StepContext
+from mtssl.terms.context import StepContext
 from tests.ops.test_signed_distance import compute_sdf_reference
 
 SHAPE = (4, 1, 10, 9, 8)

@@ -1,4 +1,5 @@
-"""The literature's semi-supervised recipes, each a short composition of registered terms.
+"""The literature's recipes (the supervised baseline and the semi-supervised ones), each a short composition
+of registered terms.
 
 Weights and schedules are the published code's (docs/recipes.md): the consistency weight ramps as
 ``c * exp(-5 (1 - min(t // 150, 40) / 40)^2)``, full at the end of the 6000-iteration LA schedule.
@@ -10,17 +11,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mtssl.recipes.base import Recipe, Teacher, Term
+from mtssl.recipes.base import Recipe, Teacher, Term, ramp
 from mtssl.registry import RECIPES
-from mtssl.strategies.consistency import CrossTask, MeanTeacher, MultiDecoder, UncertaintyMeanTeacher
-from mtssl.strategies.supervised import Supervised
+from mtssl.terms.consistency import CrossTask, MeanTeacher, MultiDecoder, UncertaintyMeanTeacher
+from mtssl.terms.supervised import Supervised
 
-__all__ = ["dtc", "mcnet", "mean_teacher", "ua_mt"]
+__all__ = ["dtc", "mcnet", "mean_teacher", "supervised", "ua_mt"]
 
 
-def ramp(c: float, divisor: int = 150) -> dict:
-    """The literature's sigmoid ramp-up to ``c``: full at ``40 * divisor`` iterations (6000 by default)."""
-    return {"schedule": "sigmoid", "c": c, "divisor": divisor, "length": 40}
+@RECIPES.register("supervised")
+def supervised(dice: float = 1.0, ce: float = 1.0, softmax: bool = False, ema_teacher: bool = False) -> Recipe:
+    """Dice + CE of the seg head on the labeled samples only.
+
+    Args:
+        dice: weight of the Dice loss.
+        ce: weight of the cross-entropy.
+        softmax: a softmax head with a background channel (UA-MT's V-Net) instead of sigmoids.
+        ema_teacher: keep an EMA teacher (decay 0.99) as well; nothing trains on it, but it is
+            checkpointed and restored like any recipe's teacher.
+    """
+    return Recipe(
+        tasks={"seg": {"task": "seg", "softmax": softmax}},
+        terms=(Term.of(Supervised("seg", dice, ce)),),
+        teacher=Teacher() if ema_teacher else None,
+    )
 
 
 @RECIPES.register("mean_teacher")

@@ -19,7 +19,6 @@ EXPECTED = {
         "transformed_sdf_to_seg_dice",
         "transformed_seg_to_sdf_mse",
         "consistency_sdf_seg",
-        "consistency_seg_sdf",
         "pseudo_seg",
         "pseudo_sdf",
     },
@@ -50,15 +49,20 @@ def test_recipe_trains_and_logs_every_term(tmp_path, recipe):
     ("switch", "gone"),
     [
         ({"transformed_supervision": False}, {"transformed_sdf_to_seg_dice", "transformed_seg_to_sdf_mse"}),
-        ({"consistency": False}, {"consistency_sdf_seg", "consistency_seg_sdf"}),
+        ({"consistency": False}, {"consistency_sdf_seg"}),
+        ({"consistency": "none"}, {"consistency_sdf_seg"}),
+        ({"consistency": "both"}, {"-consistency_seg_sdf"}),
+        ({"consistency": "seg->sdf"}, {"consistency_sdf_seg", "-consistency_seg_sdf"}),
         ({"pseudo": False}, {"pseudo_seg", "pseudo_sdf"}),
     ],
-    ids=["no-transformed-supervision", "no-consistency", "no-pseudo"],
+    ids=["no-transformed-supervision", "no-consistency", "consistency-none", "both", "seg-to-sdf-only", "no-pseudo"],
 )
 def test_dbisl_components_switch_off(tmp_path, switch, gone):
+    """``gone`` lists the terms a switch removes from the default, and (with a ``-``) those it adds."""
     records = run(tmp_path, "dbisl", **switch)
     names = {k[5:] for k in records[-1] if k.startswith("loss/")} - {"total"}
-    assert names == EXPECTED["dbisl"] - gone
+    added = {g[1:] for g in gone if g.startswith("-")}
+    assert names == (EXPECTED["dbisl"] - gone) | added
     assert records[-1]["loss/total"] < records[0]["loss/total"]
 
 

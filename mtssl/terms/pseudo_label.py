@@ -1,4 +1,4 @@
-"""DBiSL's terms: supervision of transformed outputs, and pseudo-labels fused from two tasks.
+"""DBiSL's pseudo-labels, fused from two tasks.
 
 Fusion and uncertainty (the paper leaves both unpublished; these are mtssl's documented choices):
 
@@ -24,31 +24,11 @@ import torch
 from mtssl.ops.checks import as_float
 from mtssl.ops.distance import signed_distance
 from mtssl.ops.losses import dice_loss, mse_loss
-from mtssl.registry import STRATEGIES
-from mtssl.strategies.context import StepContext
-from mtssl.tasks.seg import Segmentation
+from mtssl.registry import TERMS
 from mtssl.tasks.transforms import sdf_to_seg
+from mtssl.terms.context import StepContext
 
-__all__ = ["FusedPseudoLabel", "PseudoLabel", "TransformedSupervised", "fuse"]
-
-
-@STRATEGIES.register("transformed_supervised")
-class TransformedSupervised:
-    """Supervise a transformed output on the labeled samples: ``T(source)`` against ``target``'s exact target.
-
-    ``T`` is the transform between the two heads' tasks (:meth:`StepContext.mapped`), and the target's
-    task scores it (:meth:`Task.score`): ``sigmoid(-k sdf)`` with Dice against the label, the soft
-    SDF of the seg logits with the MSE against the SDF target.
-    """
-
-    def __init__(self, source: str = "sdf", target: str = "seg") -> None:
-        self.source, self.target = source, target
-        self.name = f"transformed_{source.replace('/', '')}_to_{target.replace('/', '')}"
-
-    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        mapped = as_float(ctx.split(ctx.mapped(self.source, self.target))[0])
-        name, loss = ctx.task_of(self.target).score(mapped, ctx.target(self.target))
-        return {f"{self.name}_{name}": loss}
+__all__ = ["FusedPseudoLabel", "fuse"]
 
 
 Fusion = Literal["mean", "geometric", "seg", "sdf"]
@@ -75,7 +55,7 @@ def fuse(
     return fused, weight
 
 
-@STRATEGIES.register("fused_pseudo_label")
+@TERMS.register("fused_pseudo_label")
 class FusedPseudoLabel:
     """Pseudo-supervision of both tasks on the unlabeled samples by a label fused from both.
 
@@ -118,44 +98,4 @@ class FusedPseudoLabel:
         return {
             "pseudo_seg": dice_loss(seg_prob, pseudo, weight=voxel_weight),
             "pseudo_sdf": mse_loss(sdf_out, sdf_target, weight=voxel_weight),
-        }
-
-
-@STRATEGIES.register("pseudo_label")
-class PseudoLabel:
-    """Pseudo-labels fused from several segmentation outputs (decoders, or tasks' ``to_seg``).
-
-    Each output's foreground probability comes from its task's ``to_seg`` (so ``"sdf"`` counts as
-    ``sigmoid(-k sdf)``). Their mean is the fused probability; the pseudo-label is ``fused > 0.5``
-    (``hard``) or ``fused``; voxels count where ``|2 fused - 1| >= confidence``, weighted by
-    ``1 - (max - min)`` of the outputs (``disagreement``), ``1 - H(fused) / ln 2`` (``entropy``) or 1.
-    Every segmentation output among ``outputs`` gets a weighted Dice against it, on unlabeled samples.
-    """
-
-    def __init__(
-        self,
-        outputs: tuple[str, ...] = ("seg", "seg/1"),
-        hard: bool = True,
-        confidence: float = 0.0,
-        uncertainty: Uncertainty = "disagreement",
-    ) -> None:
-        if len(outputs) < 2:
-            raise ValueError("pseudo_label fuses at least two outputs")
-        self.outputs, self.hard, self.confidence, self.uncertainty = tuple(outputs), hard, confidence, uncertainty
-
-    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        probs = {o: ctx.task_of(o).to_seg(ctx.unlabeled.outputs[o]) for o in self.outputs}
-        with torch.no_grad():
-            stack = torch.stack([p.detach() for p in probs.values()])
-            spread = stack.amax(0) - stack.amin(0)
-            fused, weight = fuse(stack.mean(0), stack.mean(0), "mean", self.uncertainty)
-            if self.uncertainty == "disagreement":
-                weight = 1 - spread
-            weight = weight * ((2 * fused - 1).abs() >= self.confidence)
-            target = (fused > 0.5).float() if self.hard else fused
-        voxel_weight = weight.mean(1)
-        return {
-            f"pseudo_{o.replace('/', '')}": dice_loss(p, target, weight=voxel_weight)
-            for o, p in probs.items()
-            if isinstance(ctx.task_of(o), Segmentation)
         }

@@ -8,10 +8,10 @@ from typing import Literal
 import torch
 
 from mtssl.ops.checks import as_float
-from mtssl.registry import STRATEGIES
-from mtssl.strategies.context import StepContext
-from mtssl.strategies.schedules import sigmoid_rampup
+from mtssl.registry import TERMS
 from mtssl.tasks.seg import Segmentation
+from mtssl.terms.context import StepContext
+from mtssl.terms.schedules import sigmoid_rampup
 
 __all__ = ["CrossTask", "MeanTeacher", "MultiDecoder", "UncertaintyMeanTeacher", "sharpen", "sigmoid_rampup"]
 
@@ -33,7 +33,7 @@ def sharpen(p: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     return a / (a + (1.0 - p).pow(1.0 / temperature))
 
 
-@STRATEGIES.register("cross_task")
+@TERMS.register("cross_task")
 class CrossTask:
     """``mean((T(source) - target)^2)``, ``T`` the transform between the two heads' tasks.
 
@@ -77,7 +77,7 @@ def _teacher_input(ctx: StepContext, std: float, clip: float) -> torch.Tensor:
     return unlabeled + torch.clamp(torch.randn_like(unlabeled) * std, -clip, clip)
 
 
-@STRATEGIES.register("mean_teacher")
+@TERMS.register("mean_teacher")
 class MeanTeacher:
     """Mean-teacher consistency: MSE between student and teacher probabilities on the unlabeled samples.
 
@@ -97,7 +97,7 @@ class MeanTeacher:
         return {"consistency_teacher": (student - teacher).square().mean()}
 
 
-@STRATEGIES.register("ua_mt")
+@TERMS.register("ua_mt")
 class UncertaintyMeanTeacher:
     """UA-MT: mean-teacher consistency masked where the teacher is uncertain.
 
@@ -148,7 +148,7 @@ class UncertaintyMeanTeacher:
             return probabilities(task, ctx.model(ctx.unlabeled.image)[self.output])
 
 
-@STRATEGIES.register("multi_decoder")
+@TERMS.register("multi_decoder")
 class MultiDecoder:
     """MC-Net's mutual consistency: ``sum_{i != j} MSE(p_i, sharpen(p_j))`` over all samples and decoders."""
 

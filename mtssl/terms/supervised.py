@@ -1,0 +1,52 @@
+"""The supervised terms, on the labeled samples only: each head against its exact target, and a head's output
+transformed into another task's representation against that task's exact target."""
+
+from __future__ import annotations
+
+import torch
+
+from mtssl.ops.checks import as_float
+from mtssl.registry import TERMS
+from mtssl.terms.context import StepContext
+
+__all__ = ["Supervised", "TransformedSupervised"]
+
+
+@TERMS.register("supervised")
+class Supervised:
+    """Supervision of one output on the labeled samples, with the loss its task defines (:meth:`Task.loss`).
+
+    A segmentation output gets ``dice * Dice + ce * CE`` (softmax CE, or BCE for sigmoid heads),
+    Dice in the literature's form on the foreground probabilities. A regression output (sdf, dist)
+    gets the MSE to its exact target; an edge output the BCE to the boundary. Losses are named
+    ``<output>_dice``, ``<output>_ce``, ``<output>_mse``, ``<output>_bce``.
+    """
+
+    def __init__(self, output: str = "seg", dice: float = 1.0, ce: float = 1.0) -> None:
+        self.output, self.dice, self.ce = output, dice, ce
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        part = ctx.labeled
+        out = as_float(part.outputs[self.output])
+        weights = {"dice": self.dice, "ce": self.ce}
+        losses = ctx.task_of(self.output).loss(out, ctx.target(self.output), part.label, weights)
+        return {f"{self.output}_{name}": value for name, value in losses.items()}
+
+
+@TERMS.register("transformed_supervised")
+class TransformedSupervised:
+    """Supervise a transformed output on the labeled samples: ``T(source)`` against ``target``'s exact target.
+
+    ``T`` is the transform between the two heads' tasks (:meth:`StepContext.mapped`), and the target's
+    task scores it (:meth:`Task.score`): ``sigmoid(-k sdf)`` with Dice against the label, the soft
+    SDF of the seg logits with the MSE against the SDF target.
+    """
+
+    def __init__(self, source: str = "sdf", target: str = "seg") -> None:
+        self.source, self.target = source, target
+        self.name = f"transformed_{source.replace('/', '')}_to_{target.replace('/', '')}"
+
+    def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        mapped = as_float(ctx.split(ctx.mapped(self.source, self.target))[0])
+        name, loss = ctx.task_of(self.target).score(mapped, ctx.target(self.target))
+        return {f"{self.name}_{name}": loss}
