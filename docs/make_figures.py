@@ -33,6 +33,7 @@ def predict_case(run: Path, case: int) -> dict[str, np.ndarray | str | float]:
     from mtssl.engine.checkpoint import load_checkpoint, load_state_checked
     from mtssl.engine.evaluator import resolve_checkpoint
     from mtssl.engine.sliding_window import sliding_window
+    from mtssl.engine.spec import InferenceSpec
     from mtssl.ops import signed_distance
 
     ckpt = resolve_checkpoint(run)
@@ -44,7 +45,7 @@ def predict_case(run: Path, case: int) -> dict[str, np.ndarray | str | float]:
     load_state_checked(model, state["model"], str(ckpt))
     model.eval()
     item = data.test[case]
-    pre = state["preprocessing"]
+    spec = InferenceSpec.from_checkpoint(state)
     seg_task, sdf_task = model.tasks["seg"], model.tasks["sdf"]
 
     @torch.no_grad()
@@ -52,9 +53,9 @@ def predict_case(run: Path, case: int) -> dict[str, np.ndarray | str | float]:
         out = model(windows)
         return torch.cat([seg_task.to_seg(out["seg"].float()), out["sdf"].float(), sdf_task.to_seg(out["sdf"])], 1)
 
-    maps = sliding_window(predict, item["image"], pre["patch"], pre["stride"]).numpy()
+    maps = sliding_window(predict, item["image"], spec.patch, spec.stride).numpy()
     label = item["label"].numpy().astype(bool)
-    pred = maps[0] > pre["threshold"]
+    pred = maps[0] > spec.threshold
     dice = float(metrics.dice(torch.from_numpy(pred)[None], torch.from_numpy(label)[None])[0])
     return {
         "case": item["case"],

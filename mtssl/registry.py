@@ -116,7 +116,7 @@ class Registry:
 
     Args:
         kind: what the entries are, e.g. ``"backbone"``; used in messages.
-        modules: modules that define the built-in entries, imported on first look-up.
+        package: the package whose public modules define the built-in entries, imported on first look-up.
 
     Example:
         >>> reg = Registry("demo")

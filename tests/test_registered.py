@@ -10,9 +10,13 @@ from mtssl.registry import REGISTRIES
 ENTRIES = [(kind, name) for kind, reg in REGISTRIES.items() if kind != "dataset" for name in reg.names()]
 
 
+# Entries with required options, built with the smallest values they take.
+REQUIRED = {("recipe", "composed"): {"tasks": {"seg": {}}, "terms": [{"term": "supervised"}]}}
+
+
 @pytest.mark.parametrize(("kind", "name"), ENTRIES, ids=[f"{k}:{n}" for k, n in ENTRIES])
 def test_entry_builds_with_defaults(kind, name):
-    assert REGISTRIES[kind].create(name) is not None
+    assert REGISTRIES[kind].create(name, **REQUIRED.get((kind, name), {})) is not None
 
 
 def spatial_dims_of(kind: str, name: str) -> tuple[int, ...]:

@@ -50,7 +50,8 @@ class Trainer:
         recipe: the loss terms and their weight schedules.
         data: the data set (training stream, test and validation cases).
         out: the run folder: ``config.yaml``, ``split.json``, ``log.jsonl``, ``checkpoints/``.
-        train, eval: the loop's and the test's options (defaults: the literature's LA values).
+        train: the loop's options (default: the literature's LA values).
+        eval: the test's options (default: the literature's protocol).
         config: the run config the objects were built from, recorded in ``config.yaml`` and in the
             checkpoints so that ``mtssl evaluate`` and ``mtssl.load`` can rebuild the model; ``None``
             for objects built in Python (then test with :class:`~mtssl.engine.evaluator.Evaluator`).

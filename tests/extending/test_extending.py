@@ -3,6 +3,7 @@ and a recipe in YAML alone; then a model the user built, trained through the Pyt
 
 import importlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,9 @@ ADDED += ((BACKBONES, "two_convs", "tiny_backbone"),)
 def extensions():
     """Register this folder's task, term and backbone for one test, then take them out again."""
     for registry, name, module in ADDED:
-        if name not in registry:
-            importlib.reload(importlib.import_module(f"{HERE}.{module}"))
+        if name not in registry:  # a module imported by an earlier test registers again when reloaded
+            loaded = sys.modules.get(f"{HERE}.{module}")
+            importlib.reload(loaded) if loaded else importlib.import_module(f"{HERE}.{module}")
     yield
     for registry, name, _ in ADDED:
         registry._entries.pop(name, None)  # keep the other tests' registries as they were
