@@ -125,7 +125,6 @@ class Trainer:
         recipe, data, model = build_components(cfg)
         return cls(model, recipe, data, out, cfg.train, cfg.eval, config, resume, allow_config_change)
 
-    # ----- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs (every rank's RNG state: call it on every rank under DDP)."""
         rng_ranks = self.dist.gather(rng_state(self.device))
@@ -169,7 +168,6 @@ class Trainer:
         ``last.pt`` stays as ``iter-<N>.pt``, up to ``train.keep_checkpoints - 1`` of them."""
         return self.checkpoints.save(self.state(), name)
 
-    # ----- the step ----------------------------------------------------------------------------
     def step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the detached loss components (no host sync)."""
         tc = self.train_config
@@ -216,7 +214,6 @@ class Trainer:
         parts["total"] = total.detach()
         return parts
 
-    # ----- the loop ----------------------------------------------------------------------------
     def fit(self) -> None:
         """Train to ``train.iterations``, checkpointing, logging and (optionally) selecting on val/test."""
         tc = self.train_config
@@ -275,7 +272,6 @@ class Trainer:
             self.tensorboard.scalars(record, self.iteration)
             progress.update(self.iteration, record)
 
-    # ----- evaluation --------------------------------------------------------------------------
     def evaluate(self, split: str = "test") -> dict[str, Any]:
         """Test the current weights on ``split`` (``"test"`` or ``"val"``); every rank gets all the rows."""
         cases = self.data.test if split == "test" else self.data.val
