@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Literal
 
 import torch
@@ -70,10 +70,17 @@ class Task:
         weights: Mapping[str, float] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The supervised loss of a float32 head ``output`` against its exact ``target`` (and the ``label``
-        map), by component name (``mse``, or ``dice`` and ``ce``, ...); a component is scaled by its
-        ``weights`` entry (1 when absent) and left out where that is 0."""
+        map), by component name (:meth:`loss_components`); a component is scaled by its ``weights``
+        entry (1 when absent) and left out, not computed, where that is 0."""
         weights = weights or {}
-        return {"mse": weights.get("mse", 1.0) * mse_loss(output, target)} if weights.get("mse", 1.0) else {}
+        components = self.loss_components(output, target, label)
+        return {name: w * loss() for name, loss in components.items() if (w := weights.get(name, 1.0))}
+
+    def loss_components(
+        self, output: torch.Tensor, target: torch.Tensor, label: torch.Tensor
+    ) -> dict[str, Callable[[], torch.Tensor]]:
+        """Each supervised loss component by name, as a thunk (computed only when weighted): the MSE here."""
+        return {"mse": lambda: mse_loss(output, target)}
 
     def score(self, mapped: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
         """``(name, loss)`` of a map transformed into this task's representation (float32) against the

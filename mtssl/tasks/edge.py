@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -28,17 +28,11 @@ class Edge(Task):
 
     has_to_seg: ClassVar[bool] = False
 
-    def loss(
-        self,
-        output: torch.Tensor,
-        target: torch.Tensor,
-        label: torch.Tensor,
-        weights: Mapping[str, float] | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def loss_components(
+        self, output: torch.Tensor, target: torch.Tensor, label: torch.Tensor
+    ) -> dict[str, Callable[[], torch.Tensor]]:
         """``bce``: the BCE of the boundary logits against the exact boundary."""
-        weights = weights or {}
-        w = weights.get("bce", 1.0)
-        return {"bce": w * binary_cross_entropy(output, target)} if w else {}
+        return {"bce": lambda: binary_cross_entropy(output, target)}
 
     def target(self, label: torch.Tensor) -> torch.Tensor:
         masks = class_masks(label, self.num_classes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable
 
 import torch
 
@@ -35,23 +35,15 @@ class Segmentation(Task):
         """How this head's logits become probabilities."""
         return "softmax" if self.softmax else "sigmoid"
 
-    def loss(
-        self,
-        output: torch.Tensor,
-        target: torch.Tensor,
-        label: torch.Tensor,
-        weights: Mapping[str, float] | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def loss_components(
+        self, output: torch.Tensor, target: torch.Tensor, label: torch.Tensor
+    ) -> dict[str, Callable[[], torch.Tensor]]:
         """``dice``: Dice (the literature's form) of the foreground probabilities; ``ce``: softmax CE
-        of the label map, or the BCE of sigmoid logits (components weighted by ``weights``)."""
-        weights = weights or {}
-        dice, ce = weights.get("dice", 1.0), weights.get("ce", 1.0)
-        losses = {}
-        if dice:
-            losses["dice"] = dice * dice_loss(self.to_seg(output), target)
-        if ce:
-            losses["ce"] = ce * (cross_entropy(output, label) if self.softmax else binary_cross_entropy(output, target))
-        return losses
+        of the label map, or the BCE of sigmoid logits."""
+        return {
+            "dice": lambda: dice_loss(self.to_seg(output), target),
+            "ce": lambda: cross_entropy(output, label) if self.softmax else binary_cross_entropy(output, target),
+        }
 
     def score(self, mapped: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
         """Dice of probabilities transformed from another task against the foreground masks."""
