@@ -13,7 +13,8 @@ from mtssl.data.cases import DataError, numeric_array
 from mtssl.data.normalize import normalize_image
 from mtssl.data.resample import downsample_image, upsample_probabilities
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
-from mtssl.engine.evaluate import largest_component, probabilities_to_labels
+from mtssl.engine.evaluate import EvalConfig, largest_component, probabilities_to_labels
+from mtssl.engine.evaluator import Evaluator
 from mtssl.engine.sliding_window import sliding_window
 from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel
@@ -60,7 +61,8 @@ class Predictor:
 
     def __init__(self, model: MultiTaskModel, spec: InferenceSpec, device: torch.device) -> None:
         self.model, self.spec, self.device = model.eval(), spec, device
-        self.task = model.tasks[spec.head]
+        # the evaluator's window prediction: the tested output's probabilities, as in training-time tests
+        self._predict = Evaluator(model, spec, EvalConfig(), device).predict_fn()
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """Raw ``(C, *S)`` image to the network's input, as the training data were prepared."""
@@ -81,13 +83,9 @@ class Predictor:
         image = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         image = self.normalize(self._channels_first(image))
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
-        spec, output = self.spec, self.spec.output
-
-        def predict(windows: torch.Tensor) -> torch.Tensor:
-            return self.task.to_seg(self.model(windows)[output].float())
-
+        spec = self.spec
         # trained on images shrunk by spec.downsample: the probabilities are upsampled back
-        probs = sliding_window(predict, downsample_image(tensor, spec.downsample), spec.patch, spec.stride)
+        probs = sliding_window(self._predict, downsample_image(tensor, spec.downsample), spec.patch, spec.stride)
         probs = upsample_probabilities(probs, tuple(tensor.shape[1:]), spec.downsample)
         labels = probabilities_to_labels(probs, spec.softmax, spec.threshold).cpu().numpy()
         if spec.lcc:
