@@ -86,8 +86,8 @@ def paired_stats(out: Path, rows: list[dict[str, Any]], baseline: str, seed: int
     for recipe in sorted({r["recipe"] for r in rows} - {baseline}):
         for labels in sorted({r["labels"] for r in rows}):
             diffs = []
-            for (rec, lab, seed), row in sorted(by_key.items()):
-                base = by_key.get((baseline, lab, seed))
+            for (rec, lab, run_seed), row in sorted(by_key.items()):
+                base = by_key.get((baseline, lab, run_seed))
                 if rec != recipe or lab != labels or base is None:
                     continue
                 ours, theirs = _per_case(out, row["run"]), _per_case(out, base["run"])

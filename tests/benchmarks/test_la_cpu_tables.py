@@ -45,3 +45,25 @@ def test_tables_from_recorded_cells(tmp_path, monkeypatch, capsys):
     share = (statistics.mean(means) - low) / (90 - low)
     assert f"closes {100 * share:.0f} % of the gap" in out
     sys.modules.pop("la_cpu_tables", None)
+
+
+def test_a_paired_interval_does_not_move_when_an_unrelated_cell_lands(tmp_path):
+    """The bootstrap is seeded by ``paired_stats``'s ``seed``, not by whichever cell the grid lists last."""
+    from mtssl.bench.report import paired_stats
+
+    monkey_sys_path = str(ROOT / "benchmarks")
+    sys.path.insert(0, monkey_sys_path)
+    try:
+        import la_cpu_tables
+    finally:
+        sys.path.remove(monkey_sys_path)
+    rng = np.random.default_rng(1)
+    grid = tmp_path / "grid"
+    for recipe in ("supervised", "dtc"):
+        for seed in (1337, 1338):
+            write_cell(grid, recipe, 4, seed, list(rng.uniform(0.3, 0.9, 12)))
+    before = paired_stats(grid / "runs", la_cpu_tables.cells(grid), "supervised")
+    write_cell(grid, "supervised", 8, 1339, [0.5] * 12)  # another label count, another seed
+    after = [s for s in paired_stats(grid / "runs", la_cpu_tables.cells(grid), "supervised") if s["labels"] == 4]
+    assert after == before
+    sys.modules.pop("la_cpu_tables", None)
