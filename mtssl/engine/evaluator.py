@@ -19,7 +19,7 @@ import torch
 
 from mtssl.config import apply_overrides, build_dataclass
 from mtssl.engine import distributed
-from mtssl.engine.build import RunConfig, build_components, inference_spec
+from mtssl.engine.build import RunConfig, build_components, inference_spec, seed_run
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
 from mtssl.engine.progress import case_progress
@@ -27,13 +27,28 @@ from mtssl.engine.records import RunLock
 from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel
 
-__all__ = ["SELECTIONS", "Evaluator", "evaluate_run", "resolve_checkpoint", "write_metrics"]
+__all__ = ["SELECTIONS", "Evaluator", "evaluate_run", "resolve_checkpoint", "window_predictor", "write_metrics"]
 
 SELECTIONS = {
     "last": "last iteration",
     "val": "best validation Dice",
     "test": "best TEST Dice (selected on the test set)",
 }
+
+
+def window_predictor(
+    model: MultiTaskModel, output: str, device: torch.device, amp: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(n, C, *patch)`` windows to ``output``'s ``(n, K, *patch)`` foreground probabilities (no grad;
+    bf16 autocast with ``amp``): the one window prediction of testing and of ``mtssl.load``."""
+    task = model.tasks[output.split("/")[0]]
+
+    @torch.no_grad()
+    def predict(windows: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return task.to_seg(model(windows)[output].float())
+
+    return predict
 
 
 class Evaluator:
@@ -50,15 +65,7 @@ class Evaluator:
 
     def predict_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """``(n, C, *patch)`` windows to the tested output's ``(n, K, *patch)`` probabilities."""
-        model, output = self.model, self.spec.output
-        task = model.tasks[self.spec.head]
-
-        @torch.no_grad()
-        def predict(windows: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                return task.to_seg(model(windows)[output].float())
-
-        return predict
+        return window_predictor(self.model, self.spec.output, self.device, self.amp)
 
     def evaluate(
         self, cases: Sequence[dict[str, Any]], split: str = "test", selection: str = "last", progress: bool = False
@@ -137,7 +144,7 @@ def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | P
     with RunLock(run_dir):  # not while a training run writes the same folder
         cfg = build_dataclass(RunConfig, config)
         device = distributed.pick_device(cfg.train.device)
-        torch.manual_seed(cfg.train.seed)
+        seed_run(cfg.train, device)
         recipe, data, model = build_components(cfg)
         load_state_checked(model, state["model"], str(ckpt))
         model.to(device)

@@ -13,8 +13,8 @@ from mtssl.data.cases import DataError, numeric_array
 from mtssl.data.normalize import normalize_image
 from mtssl.data.resample import downsample_image, upsample_probabilities
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
-from mtssl.engine.evaluate import EvalConfig, largest_component, probabilities_to_labels
-from mtssl.engine.evaluator import Evaluator
+from mtssl.engine.evaluate import largest_component, probabilities_to_labels
+from mtssl.engine.evaluator import window_predictor
 from mtssl.engine.sliding_window import sliding_window
 from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel
@@ -62,7 +62,7 @@ class Predictor:
     def __init__(self, model: MultiTaskModel, spec: InferenceSpec, device: torch.device) -> None:
         self.model, self.spec, self.device = model.eval(), spec, device
         # the evaluator's window prediction: the tested output's probabilities, as in training-time tests
-        self._predict = Evaluator(model, spec, EvalConfig(), device).predict_fn()
+        self._predict = window_predictor(model, spec.output, device)
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """Raw ``(C, *S)`` image to the network's input, as the training data were prepared."""

@@ -105,7 +105,6 @@ class Trainer:
         self.term_names = term_names(recipe.terms)
         self.tensorboard = TensorBoard(self.out / "tensorboard", enabled=tc.tensorboard and self.dist.main)
         self.checkpoints = CheckpointFolder(self.out / "checkpoints", tc.keep_checkpoints, self.dist)
-        self.ckpt_dir = self.checkpoints.folder
         if resume:
             found = self.checkpoints.resume(self.device)
             if found is None:
@@ -124,6 +123,8 @@ class Trainer:
         seed_run(cfg.train, distributed.current().pick_device(cfg.train.device))
         recipe, data, model = build_components(cfg)
         return cls(model, recipe, data, out, cfg.train, cfg.eval, config, resume, allow_config_change)
+
+    ckpt_dir = property(lambda self: self.checkpoints.folder, doc="The run's ``checkpoints/`` folder.")
 
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs (every rank's RNG state: call it on every rank under DDP)."""
