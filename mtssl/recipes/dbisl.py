@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Literal
 
 from mtssl.config import ConfigError
-from mtssl.recipes.base import Recipe, Term, ramp
+from mtssl.recipes.base import Recipe, Teacher, Term, ramp
 from mtssl.registry import RECIPES
 from mtssl.terms.consistency import CrossTask
 from mtssl.terms.pseudo_label import FusedPseudoLabel
@@ -56,6 +56,8 @@ def dbisl(
     pseudo_k: float = 50.0,
     hard: bool = True,
     confidence: float = 0.0,
+    pseudo_source: Literal["student", "teacher"] = "student",
+    ema_decay: float = 0.99,
     ramp_divisor: int = 150,
 ) -> Recipe:
     """DBiSL with every component switchable and every choice the paper leaves open a config value.
@@ -70,6 +72,8 @@ def dbisl(
     term that maps between the heads asks the task (``model.tasks.sdf.k=...`` reaches them all).
     ``pseudo_k`` is the steepness that turns the SDF head into a vote for the pseudo-label (see
     :mod:`mtssl.terms.pseudo_label`), its own value (not the task's ``k``).
+    ``pseudo_source: teacher`` fuses the pseudo-label from an EMA teacher's outputs (decay
+    ``ema_decay``, train mode as the mean teacher's) instead of the student's own.
     """
     terms: list[Term] = []
     if supervised:
@@ -88,7 +92,7 @@ def dbisl(
     if pseudo:
         terms.append(
             Term.of(
-                FusedPseudoLabel("seg", "sdf", pseudo_k, fusion, hard, confidence, uncertainty),
+                FusedPseudoLabel("seg", "sdf", pseudo_k, fusion, hard, confidence, uncertainty, pseudo_source),
                 ramp(pseudo_weight, ramp_divisor),
             )
         )
@@ -97,4 +101,5 @@ def dbisl(
     return Recipe(
         tasks={"seg": {"task": "seg"}, "sdf": {"task": "sdf", "k": k, "h": h, "kernel": kernel, "radius": radius}},
         terms=tuple(terms),
+        teacher=Teacher(ema_decay, "train") if pseudo and pseudo_source == "teacher" else None,
     )

@@ -9,7 +9,9 @@ Fusion and uncertainty (the paper leaves both unpublished; these are mtssl's doc
 - the pseudo-label is ``fused > 0.5`` (``hard``) or ``fused`` itself (soft);
 - a voxel counts where its confidence ``|2 fused - 1|`` reaches ``confidence``;
 - its weight is ``1 - |p_seg - p_sdf|`` (``uncertainty: disagreement``), ``1 - H(fused) / ln 2``
-  (``entropy``), or 1 (``none``).
+  (``entropy``), or 1 (``none``);
+- the two probabilities come from the student's own outputs (``source: student``) or from an EMA
+  teacher's forward of the unlabeled images (``source: teacher``; the recipe needs a teacher).
 
 The pseudo-label and the weights are detached: they teach, they are not taught.
 """
@@ -17,6 +19,7 @@ The pseudo-label and the weights are detached: they teach, they are not taught.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -33,6 +36,7 @@ __all__ = ["FusedPseudoLabel", "fuse"]
 
 Fusion = Literal["mean", "geometric", "seg", "sdf"]
 Uncertainty = Literal["disagreement", "entropy", "none"]
+Source = Literal["student", "teacher"]
 
 
 def fuse(
@@ -72,17 +76,25 @@ class FusedPseudoLabel:
         hard: bool = True,
         confidence: float = 0.0,
         uncertainty: Uncertainty = "disagreement",
+        source: Source = "student",
     ) -> None:
         self.seg, self.sdf, self.k, self.fusion, self.hard = seg, sdf, k, fusion, hard
-        self.confidence, self.uncertainty = confidence, uncertainty
+        self.confidence, self.uncertainty, self.source = confidence, uncertainty, source
+
+    def _voters(self, ctx: StepContext) -> Mapping[str, torch.Tensor]:
+        if self.source == "student":
+            return ctx.unlabeled.outputs
+        if ctx.teacher is None:
+            raise ValueError("fused_pseudo_label with source 'teacher' needs a recipe with an EMA teacher")
+        return ctx.teacher(ctx.unlabeled.image)
 
     @torch.no_grad()
     def label(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The unlabeled samples' pseudo-label ``(B_u, K, *S)`` (hard or soft), its hard version, and the
         per-voxel weight ``(B_u, *S)``; all detached."""
-        unlabeled = ctx.unlabeled.outputs
-        seg_prob = ctx.task_of(self.seg).to_seg(unlabeled[self.seg])
-        sdf_prob = sdf_to_seg(as_float(unlabeled[self.sdf]), self.k)
+        voters = self._voters(ctx)
+        seg_prob = ctx.task_of(self.seg).to_seg(voters[self.seg])
+        sdf_prob = sdf_to_seg(as_float(voters[self.sdf]), self.k)
         fused, weight = fuse(seg_prob, sdf_prob, self.fusion, self.uncertainty)
         weight = weight * ((2 * fused - 1).abs() >= self.confidence)
         hard = fused > 0.5

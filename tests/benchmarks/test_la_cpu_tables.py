@@ -67,3 +67,32 @@ def test_a_paired_interval_does_not_move_when_an_unrelated_cell_lands(tmp_path):
     after = [s for s in paired_stats(grid / "runs", la_cpu_tables.cells(grid), "supervised") if s["labels"] == 4]
     assert after == before
     sys.modules.pop("la_cpu_tables", None)
+
+
+def test_the_case_table_correlates_each_images_spread_with_its_dice(tmp_path, monkeypatch, capsys):
+    import h5py
+    from scipy.stats import spearmanr
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import la_cpu_tables
+
+    rng = np.random.default_rng(2)
+    stds = [0.5, 1.5, 1.0, 2.0, 0.8]
+    for i, std in enumerate(stds):
+        (tmp_path / "LA" / f"c{i}").mkdir(parents=True)
+        with h5py.File(tmp_path / "LA" / f"c{i}" / "mri_norm2.h5", "w") as f:
+            f["image"] = rng.normal(0, std, (6, 6, 4))
+    grid = tmp_path / "results" / "la_cpu"
+    dice = {seed: list(rng.uniform(0.2, 0.9, 5)) for seed in (1337, 1338)}
+    for seed, values in dice.items():
+        write_cell(grid, "supervised", 4, seed, values)
+    write_cell(grid, "supervised", 8, 1337, [1.0] * 5)  # another label count: not in the table
+    la_cpu_tables.main(["--results", str(tmp_path / "results"), "--data", str(tmp_path / "LA")])
+    out = capsys.readouterr().out
+    measured = [float(np.std(h5py.File(tmp_path / "LA" / f"c{i}" / "mri_norm2.h5")["image"][...])) for i in range(5)]
+    mean = [100 * (dice[1337][i] + dice[1338][i]) / 2 for i in range(5)]
+    rho = spearmanr(measured, mean).statistic
+    assert f"over 2 runs: Spearman rho = {rho:.2f}" in out
+    worst = int(np.argmin(mean))
+    assert f"| c{worst} | {measured[worst]:.2f} | {mean[worst]:.1f} |" in out
+    sys.modules.pop("la_cpu_tables", None)

@@ -188,6 +188,35 @@ def test_the_seg_head_votes_on_the_fused_pseudo_label():
     assert labels[50.0, -3.0].sum() == 0 and labels[50.0, 3.0].min() == 1
 
 
+def test_the_teacher_source_fuses_the_teachers_outputs_not_the_students():
+    # Student: confident background on both heads. Teacher: confident foreground on both heads.
+    student = {"seg": torch.full((2, 1, 4, 4), -5.0), "sdf": torch.full((2, 1, 4, 4), 0.5)}
+    teacher_out = {"seg": torch.full((1, 1, 4, 4), 5.0), "sdf": torch.full((1, 1, 4, 4), -0.5)}
+    seen = []
+
+    def teacher(image):
+        seen.append(image.shape[0])
+        return teacher_out
+
+    tasks = {"seg": SEG, "sdf": SDF}
+    from_teacher = TERMS.create("fused_pseudo_label", source="teacher")
+    pseudo, _, weight = from_teacher.label(ctx(student, tasks, n_labeled=1, teacher=teacher))
+    assert seen == [1]  # the teacher sees the unlabeled sample only
+    assert pseudo.min() == 1 and weight.min() > 0.99
+    own, _, _ = TERMS.create("fused_pseudo_label").label(ctx(student, tasks, n_labeled=1, teacher=teacher))
+    assert own.max() == 0
+    with pytest.raises(ValueError, match="needs a recipe with an EMA teacher"):
+        from_teacher(ctx(student, tasks, n_labeled=1))
+    with pytest.raises(ValueError, match="'ema' is not one of 'student', 'teacher'"):
+        TERMS.create("fused_pseudo_label", source="ema")
+
+    from mtssl.registry import RECIPES
+
+    assert RECIPES.create("dbisl", pseudo_source="teacher").teacher.decay == 0.99
+    assert RECIPES.create("dbisl").teacher is None
+    assert RECIPES.create("dbisl", pseudo_source="teacher", pseudo=False).teacher is None
+
+
 def test_dbisl_ramps_every_unsupervised_and_transformed_term():
     from mtssl.registry import RECIPES
 
