@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from mtssl.data.cases import Case, CaseData, DataError, numeric_array, read_list, select_split
 from mtssl.data.dataset import SegmentationData
+from mtssl.data.normalize import normalize_image
 from mtssl.data.resample import downsample_case
 from mtssl.registry import DATASETS
 
@@ -54,6 +56,7 @@ def la(
     fg_crop_prob: float = 0.0,
     seed: int = 1337,
     downsample: int = 1,
+    normalization: Literal["none", "zscore"] = "none",
 ) -> SegmentationData:
     """Left Atrium: ``train.list`` (labeled = its first N) and ``test.list``, preloaded into memory.
 
@@ -84,9 +87,13 @@ def la(
     split = select_split(train_ids, test_ids, labeled, selection, val, seed)
     scored = {*split.val, *test_ids}
 
+    def read(path: Path) -> CaseData:
+        data = read_h5_case(path)
+        return dataclasses.replace(data, image=normalize_image(data.image, normalization))
+
     def case(case_id: str) -> Case:
         path = base / case_id / "mri_norm2.h5"
-        return Case(case_id, lambda: downsample_case(read_h5_case(path), downsample, 1, case_id in scored))
+        return Case(case_id, lambda: downsample_case(read(path), downsample, 1, case_id in scored))
 
     return SegmentationData(
         [case(i) for i in train_ids],
@@ -98,5 +105,5 @@ def la(
         augment=augment,
         fg_crop_prob=fg_crop_prob,
         preload=True,
-        preprocessing={"normalization": "none", "downsample": downsample},
+        preprocessing={"normalization": normalization, "downsample": downsample},
     )

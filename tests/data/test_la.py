@@ -74,3 +74,20 @@ def test_foreground_biased_crop(la):
     # Unlabeled samples are never foreground-biased (their labels are unknown).
     rngs = [np.random.default_rng(seed) for seed in range(20)]
     assert not all(biased(case.image, case.label, rng, False, "c")[1].any() for rng in rngs)
+
+
+def test_zscore_normalization_rescales_each_volume_and_is_recorded(la, la_root):
+    import h5py
+
+    zscored = DATASETS.create("la", root=str(la_root), labeled=4, normalization="zscore", downsample=2)
+    assert zscored.preprocessing["normalization"] == "zscore" and la.preprocessing["normalization"] == "none"
+    case = zscored.split.test[0]
+    with h5py.File(la_root / case / "mri_norm2.h5", "r") as f:
+        raw = f["image"][()].astype(np.float64)
+    expected = (raw - raw.mean()) / raw.std()  # float64 reference, then 2x block means
+    x, y, z = (s // 2 * 2 for s in raw.shape)
+    blocks = expected[:x, :y, :z].reshape(x // 2, 2, y // 2, 2, z // 2, 2).mean(axis=(1, 3, 5))
+    got = zscored.store[case].image[0]
+    assert got.shape == tuple(-(-s // 2) for s in raw.shape)  # an odd side is edge-padded
+    np.testing.assert_allclose(got[: x // 2, : y // 2, : z // 2], blocks, atol=1e-4)
+    assert abs(raw.std() - 1) > 0.05  # the h5 image itself is not unit-spread, so the test can fail
