@@ -21,7 +21,8 @@ def test_model_tasks_sdf_k_reaches_every_dbisl_term():
     label = torch.zeros(2, 16, 16, 16, dtype=torch.long)
     label[:, 4:12, 4:12, 4:12] = 1
     outputs = model(image)
-    ctx = StepContext(image, label, outputs, model.tasks, 6000, n_labeled=1)
+    teacher = torch.no_grad()(model.eval())  # DBiSL's pseudo-label comes from a teacher: here the model itself
+    ctx = StepContext(image, label, outputs, model.tasks, 6000, n_labeled=1, teacher=teacher)
     values = {}
     for term in recipe.terms:
         values.update(term.fn(ctx))

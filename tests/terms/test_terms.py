@@ -203,7 +203,9 @@ def test_the_teacher_source_fuses_the_teachers_outputs_not_the_students():
     pseudo, _, weight = from_teacher.label(ctx(student, tasks, n_labeled=1, teacher=teacher))
     assert seen == [1]  # the teacher sees the unlabeled sample only
     assert pseudo.min() == 1 and weight.min() > 0.99
-    own, _, _ = TERMS.create("fused_pseudo_label").label(ctx(student, tasks, n_labeled=1, teacher=teacher))
+    own, _, _ = TERMS.create("fused_pseudo_label", source="student").label(
+        ctx(student, tasks, n_labeled=1, teacher=teacher)
+    )
     assert own.max() == 0
     with pytest.raises(ValueError, match="needs a recipe with an EMA teacher"):
         from_teacher(ctx(student, tasks, n_labeled=1))
@@ -212,9 +214,9 @@ def test_the_teacher_source_fuses_the_teachers_outputs_not_the_students():
 
     from mtssl.registry import RECIPES
 
-    assert RECIPES.create("dbisl", pseudo_source="teacher").teacher.decay == 0.99
-    assert RECIPES.create("dbisl").teacher is None
-    assert RECIPES.create("dbisl", pseudo_source="teacher", pseudo=False).teacher is None
+    assert RECIPES.create("dbisl").teacher.decay == 0.99  # the default: pseudo-labels from a teacher
+    assert RECIPES.create("dbisl", pseudo_source="student").teacher is None
+    assert RECIPES.create("dbisl", pseudo=False).teacher is None
 
 
 def test_dbisl_ramps_every_unsupervised_and_transformed_term():
