@@ -27,7 +27,7 @@ def test_tables_from_recorded_cells(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(0)
     grid = tmp_path / "la_cpu"
     cases = {}
-    for recipe, shift in (("supervised", 0.0), ("dtc", 0.05), ("dbisl", 0.08)):
+    for recipe, shift in (("supervised", 0.0), ("mean_teacher", 0.02), ("dtc", 0.05), ("dbisl", 0.08)):
         for seed in (1337, 1338):
             cases[recipe, seed] = list(np.clip(rng.uniform(0.4, 0.8, 8) + shift, 0, 1))
             write_cell(grid, recipe, 4, seed, cases[recipe, seed])
@@ -40,7 +40,11 @@ def test_tables_from_recorded_cells(tmp_path, monkeypatch, capsys):
     d = np.concatenate([np.subtract(cases["dbisl", s], cases["dtc", s]) for s in (1337, 1338)])
     paired = next(line for line in out.splitlines() if line.startswith("| dbisl | dtc | 4 | 16 |"))
     assert f"{100 * d.mean():+.2f}" in paired and f"{wilcoxon(d).pvalue:.3g}" in paired
-    assert not any(line.startswith("| supervised | dtc |") for line in out.splitlines())  # no mirrored rows
+    lines = out.splitlines()
+    assert any(line.startswith("| dbisl | mean_teacher | 4 | 16 |") for line in lines)
+    assert any(line.startswith("| mean_teacher | supervised | 4 | 16 |") for line in lines)
+    for mirrored in ("| supervised | dtc |", "| supervised | mean_teacher |", "| mean_teacher | dtc |"):
+        assert not any(line.startswith(mirrored) for line in lines)  # shown once, the other way round
     low = statistics.mean(100 * np.mean(cases["supervised", s]) for s in (1337, 1338))
     share = (statistics.mean(means) - low) / (90 - low)
     assert f"closes {100 * share:.0f} % of the gap" in out
