@@ -128,35 +128,46 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     summary = evaluate_run(args.target, args.overrides, args.out)
     print_metrics(summary)
+    print(f"metrics written to {summary['written_to']}")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from mtssl.engine.predictor import load, read_input, write_prediction
+    from mtssl.engine.predictor import load, plan_outputs, read_input, write_prediction
 
+    inputs = [Path(item) for item in args.inputs]
+    out = Path(args.out)
+    names = plan_outputs(inputs, out, args.probabilities, args.overwrite)  # every name checked before any write
     predictor = load(args.checkpoint)
-    for item in args.inputs:
-        path = Path(item)
+    channels = predictor.spec.channels()
+    for path, name in zip(inputs, names):
         image, meta = read_input(path)
-        probs, labels = predictor(image)
-        channels = predictor.spec.channels()
-        target = write_prediction(path, labels, probs, meta, Path(args.out), args.probabilities, channels)
+        probs, labels = predictor(image, source=str(path))
+        target = write_prediction(path, labels, probs, meta, out, args.probabilities, channels, name)
         print(f"{path} -> {target}")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from mtssl.bench.run import run_grid
+    from mtssl.bench.run import GridError, run_grid
+    from mtssl.engine.progress import TrainingInterrupted
 
-    ran = run_grid(
-        args.grid,
-        args.out,
-        only=args.only,
-        dry_run=args.dry_run,
-        published=args.published,
-        workers=args.workers,
-        overrides=args.overrides,
-    )
+    try:
+        ran = run_grid(
+            args.grid,
+            args.out,
+            only=args.only,
+            dry_run=args.dry_run,
+            published=args.published,
+            workers=args.workers,
+            overrides=args.overrides,
+        )
+    except TrainingInterrupted as stop:
+        print(f"mtssl bench: {stop}; run the same command again to continue the grid", file=sys.stderr)
+        return 128 + stop.signum
+    except GridError as exc:
+        print(f"mtssl bench: {exc}", file=sys.stderr)
+        return 1
     if args.dry_run:
         print(f"{len(ran)} cells to run")
     else:
@@ -201,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval = sub.add_parser("evaluate", help="test a run folder or a checkpoint")
     p_eval.add_argument("target", help="a run folder or a .pt checkpoint")
     p_eval.add_argument("overrides", nargs="*", help="key.sub=value overrides of the saved config")
-    p_eval.add_argument("--out", help="where to write metrics.json and metrics.csv (default: the run folder)")
+    p_eval.add_argument(
+        "--out", help="where to write metrics.json and metrics.csv (default: <run>/evaluations/<overrides>)"
+    )
     p_eval.set_defaults(func=_cmd_evaluate)
 
     p_pred = sub.add_parser("predict", help="segment images with a checkpoint")
@@ -209,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument("inputs", nargs="+", help="NIfTI, h5, PNG/TIFF or .npy files")
     p_pred.add_argument("--out", required=True, help="output folder")
     p_pred.add_argument("--probabilities", action="store_true", help="also write probability maps")
+    p_pred.add_argument("--overwrite", action="store_true", help="replace prediction files that exist in --out")
     p_pred.set_defaults(func=_cmd_predict)
     p_bench = sub.add_parser("bench", help="run a grid of recipes x label counts x seeds and tabulate it")
     p_bench.add_argument("grid", help="a grid YAML file")
@@ -248,3 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, RegistryError, RunFolderError) as exc:
         print(f"mtssl {args.command}: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # the NaN stop: named and explained, the checkpoints kept
+        print(f"mtssl {args.command}: {exc}; the last checkpoint is kept (--resume after the fix)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a read-only folder, a name too long, a full disk: the file and the reason
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mtssl {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which checkpoints and stops by itself)
+        print(f"mtssl {args.command}: interrupted", file=sys.stderr)
+        return 130

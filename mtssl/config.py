@@ -29,6 +29,7 @@ __all__ = [
     "did_you_mean",
     "load_config",
     "load_yaml",
+    "read_yaml",
 ]
 
 T = TypeVar("T")
@@ -88,19 +89,29 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path`` with ``yaml.safe_load``.
+def read_yaml(path: str | Path) -> Any:
+    """Read any YAML value from ``path``: the safe loader, guarded against alias bombs. Every YAML
+    file mtssl reads goes through here.
 
     Raises:
-        ConfigError: the file is missing, is not valid YAML, or does not hold a mapping.
+        ConfigError: the file is missing, is not valid YAML, or expands past the alias guard.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} (give the path to a .yaml file)")
     try:
-        data = _safe_load(path.read_text(), str(path))
+        return _safe_load(path.read_text(), str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` (:func:`read_yaml`).
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML, or does not hold a mapping.
+    """
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -21,6 +21,7 @@ import importlib
 import inspect
 import threading
 import typing
+import warnings
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
@@ -37,10 +38,11 @@ __all__ = [
     "TERMS",
     "TRANSFORMS",
     "Entry",
-    "PluginError",
+    "PluginWarning",
     "Registry",
     "RegistryError",
     "load_plugins",
+    "plugin_failures",
     "registry",
 ]
 
@@ -52,8 +54,8 @@ class RegistryError(LookupError):
     """An unknown name, or a name registered twice."""
 
 
-class PluginError(ImportError):
-    """A plugin from the ``mtssl.plugins`` entry-point group failed to load."""
+class PluginWarning(UserWarning):
+    """A plugin from the ``mtssl.plugins`` entry-point group failed to load and was skipped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,8 +199,9 @@ class Registry:
             known = sorted(self._entries)
             matches = close_matches(str(name), known)
             hint = f" Did you mean {matches[0]!r}?" if matches else ""
+            failed = "".join(f" ({m})" for m in _plugin_failures.values())
             raise RegistryError(
-                f"unknown {self.kind} {name!r}.{hint} Known {self.kind} names: {', '.join(known) or 'none'}"
+                f"unknown {self.kind} {name!r}.{hint} Known {self.kind} names: {', '.join(known) or 'none'}{failed}"
             ) from None
 
     def validate(self, name: str, **cfg: Any) -> Any:
@@ -246,11 +249,20 @@ _plugins_lock = threading.Lock()
 _plugins_loaded = False
 
 
+_plugin_failures: dict[str, str] = {}
+
+
+def plugin_failures() -> dict[str, str]:
+    """The plugins that failed to load, by name: why, and how to run without them."""
+    return dict(_plugin_failures)
+
+
 def load_plugins() -> None:
     """Load every plugin of the ``mtssl.plugins`` entry-point group, once.
 
-    Raises:
-        PluginError: naming the plugin that failed and why; it is retried on the next look-up.
+    A plugin that fails (an import error, an exception, even ``sys.exit`` at import) is skipped with a
+    warning naming it, its entry point and the cause; everything else keeps working, and a look-up of
+    a name it would have registered says that the plugin failed (:func:`plugin_failures`).
     """
     global _plugins_loaded
     if _plugins_loaded:
@@ -263,10 +275,14 @@ def load_plugins() -> None:
                 obj = ep.load()
                 if callable(obj) and not inspect.ismodule(obj):
                     obj()
-            except Exception as exc:
-                raise PluginError(
-                    f"mtssl plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
-                ) from exc
+            except (Exception, SystemExit) as exc:  # SystemExit: a plugin must not end the command
+                cause = f"SystemExit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+                message = (
+                    f"mtssl plugin {ep.name!r} ({ep.value}) failed to load: {cause}; running without it "
+                    f"(fix or uninstall the package that provides it)"
+                )
+                _plugin_failures[ep.name] = message
+                warnings.warn(message, PluginWarning, stacklevel=2)
         _plugins_loaded = True
 
 

@@ -5,7 +5,7 @@ import pytest
 
 import mtssl.registry as registry_module
 from mtssl.config import ConfigError
-from mtssl.registry import REGISTRIES, PluginError, Registry, RegistryError, registry
+from mtssl.registry import REGISTRIES, PluginWarning, Registry, RegistryError, registry
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ class FakeEntryPoint:
         self.name, self.value, self._target = name, f"fake:{name}", target
 
     def load(self):
-        if isinstance(self._target, Exception):
+        if isinstance(self._target, BaseException):
             raise self._target
         return self._target
 
@@ -113,6 +113,7 @@ class FakeEntryPoint:
 def plugins(monkeypatch):
     found = []
     monkeypatch.setattr(registry_module, "_plugins_loaded", False)
+    monkeypatch.setattr(registry_module, "_plugin_failures", {})
     monkeypatch.setattr(registry_module, "entry_points", lambda group: found if group == "mtssl.plugins" else [])
     return found
 
@@ -132,10 +133,23 @@ def test_plugin_loaded_lazily_and_once(plugins):
     assert calls == [1]
 
 
-def test_failing_plugin_is_named(plugins):
-    plugins.append(FakeEntryPoint("broken", ModuleNotFoundError("No module named 'missing_dep'")))
-    with pytest.raises(PluginError, match=r"mtssl plugin 'broken' \(fake:broken\) failed to load: ModuleNotFoundError"):
-        Registry("gadget").names()
+@pytest.mark.parametrize(
+    ("failure", "cause"),
+    [
+        (ModuleNotFoundError("No module named 'missing_dep'"), "ModuleNotFoundError: No module named 'missing_dep'"),
+        (SystemExit(0), "SystemExit(0)"),  # a plugin that exits at import must not end the command
+    ],
+    ids=["import-error", "sys-exit"],
+)
+def test_failing_plugin_is_named_and_skipped(plugins, failure, cause):
+    plugins.append(FakeEntryPoint("broken", failure))
+    plugins.append(FakeEntryPoint("fine", lambda: r.register("from_fine")(lambda: "fine")))
+    r = Registry("gadget")
+    with pytest.warns(PluginWarning, match=r"mtssl plugin 'broken' \(fake:broken\) failed to load: ") as caught:
+        assert r.names() == ["from_fine"]  # everything else keeps working
+    assert cause in str(caught[0].message) and "running without it" in str(caught[0].message)
+    with pytest.raises(RegistryError, match=r"unknown gadget 'from_broken'.*mtssl plugin 'broken'.*failed to load"):
+        r.get("from_broken")
 
 
 def test_plugins_come_only_from_the_declared_group(monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import statistics
 from collections.abc import Sequence
@@ -11,14 +12,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from mtssl.bench.grid import Cell, Grid
+from mtssl.config import ConfigError, load_yaml, read_yaml
 
-__all__ = ["collect", "paired_stats", "write_report"]
+__all__ = ["cell_finished", "collect", "paired_stats", "write_report"]
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
+log = logging.getLogger(__name__)
+
 HIGHER_IS_BETTER = {"dice": True, "jaccard": True, "hd95": False, "asd": False}
+
+
+def _read_json(path: Path, key: str) -> dict[str, Any] | None:
+    """``path`` as a JSON object holding ``key``; ``None`` (with a warning naming the file) when it is
+    torn or damaged, so that its cell runs again."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+        if not isinstance(value, dict) or key not in value:
+            raise ValueError(f"no {key!r} entry")
+    except (OSError, ValueError) as exc:
+        log.warning("%s is damaged (%s); its cell runs again", path, exc)
+        return None
+    return value
+
+
+def cell_finished(folder: Path) -> bool:
+    """Whether a cell's run folder holds a readable ``metrics.json`` and ``timing.json``."""
+    return (
+        _read_json(folder / "metrics.json", "mean") is not None
+        and _read_json(folder / "timing.json", "seconds") is not None
+    )
 
 
 def collect(out: Path, cells: Sequence[Cell]) -> list[dict[str, Any]]:
@@ -26,11 +52,11 @@ def collect(out: Path, cells: Sequence[Cell]) -> list[dict[str, Any]]:
     rows = []
     for cell in cells:
         folder = out / "runs" / cell.id
-        if not (folder / "metrics.json").is_file():
+        metrics = _read_json(folder / "metrics.json", "mean")
+        timing = _read_json(folder / "timing.json", "seconds")
+        if metrics is None or timing is None:
             continue
-        metrics = json.loads((folder / "metrics.json").read_text())
-        timing = json.loads((folder / "timing.json").read_text())
-        run = yaml.safe_load((folder / "config.yaml").read_text()).get("run", {})
+        run = (load_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else {}).get("run") or {}
         rows.append(
             {
                 "recipe": cell.recipe,
@@ -227,7 +253,9 @@ def write_report(out: Path, grid: Grid, cells: Sequence[Cell], published: str | 
         writer.writeheader()
         writer.writerows(rows)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    pub = yaml.safe_load(Path(published).read_text()) if published else []
+    pub = read_yaml(published) if published else []
+    if not isinstance(pub, list) or not all(isinstance(p, dict) for p in pub):
+        raise ConfigError(f"{published} must hold a YAML list of rows (recipe, labels, dice, ...)")
     lines = [
         "# Results",
         "",

@@ -2,8 +2,11 @@
 
 Cells run one after another, or ``workers`` at a time in worker processes: one per GPU when there
 are GPUs (each worker sees only its own, through ``CUDA_VISIBLE_DEVICES``), else CPU processes that
-share the cores. A cell is finished once its folder holds ``metrics.json`` and ``timing.json``; an
-unfinished one continues from its last checkpoint, so a stopped grid picks up where it was.
+share the cores. A cell is finished once its folder holds a readable ``metrics.json`` and ``timing.json``
+(both written atomically; a damaged one makes the cell run again, with a warning naming it); an
+unfinished one continues from its last checkpoint, so a stopped grid picks up where it was. Every
+cell's config is checked before the first runs; a cell that fails does not stop the others, and the
+failures are reported together at the end (:class:`GridError`).
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import torch
 import yaml
 
 from mtssl.bench.grid import Cell, load_grid
-from mtssl.bench.report import write_report
+from mtssl.bench.report import cell_finished, write_report
 from mtssl.config import ConfigError
+from mtssl.engine.progress import TrainingInterrupted
 from mtssl.engine.records import holds_run
 from mtssl.engine.run import plan_run, train_run
+from mtssl.files import atomic_write, atomic_write_json
+from mtssl.registry import RegistryError
 
-__all__ = ["run_grid"]
+__all__ = ["GridError", "cell_finished", "run_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,7 @@ def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
         "started": began,
         "finished": time.time(),
     }
-    (folder / "timing.json").write_text(json.dumps(timing))
+    atomic_write_json(folder / "timing.json", timing)  # written last: a cell is finished once it is there
     return timing
 
 
@@ -63,9 +69,10 @@ def _start_worker(slots: Any, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_parallel(todo: Sequence[Cell], out: Path, workers: int) -> None:
+def _run_parallel(todo: Sequence[Cell], out: Path, workers: int) -> dict[str, BaseException]:
+    """Run ``todo`` in ``workers`` processes; every cell runs, and the failed ones are returned by id."""
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     gpus = torch.cuda.device_count()
     if gpus and workers > gpus:
@@ -75,18 +82,38 @@ def _run_parallel(todo: Sequence[Cell], out: Path, workers: int) -> None:
     for w in range(workers):
         slots.put(w if gpus else None)
     threads = max(1, (os.cpu_count() or 1) // workers)
+    failed: dict[str, BaseException] = {}
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(slots, threads)) as pool:
         futures = {pool.submit(_run_cell, cell, out / "runs" / cell.id): cell for cell in todo}
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
-            for f in pending:
-                f.cancel()
-            wait(pending)
-            cell = futures[failed[0]]
-            raise RuntimeError(f"grid cell {cell.id} failed; fix it and run the grid again") from failed[0].exception()
-        for f in done:
-            log.info("done %s in %.0f s", futures[f].id, f.result()["seconds"])
+        for future in as_completed(futures):
+            cell, error = futures[future], future.exception()
+            if isinstance(error, TrainingInterrupted):
+                raise error
+            if error is not None:
+                failed[cell.id] = error
+                log.error("cell %s failed: %s: %s", cell.id, type(error).__name__, error)
+            else:
+                log.info("done %s in %.0f s", cell.id, future.result()["seconds"])
+    return failed
+
+
+def _run_serial(todo: Sequence[Cell], out: Path) -> dict[str, BaseException]:
+    """Run ``todo`` one after another; a failed cell is logged and the others still run."""
+    failed: dict[str, BaseException] = {}
+    for i, cell in enumerate(todo, 1):
+        log.info("[%d/%d] %s", i, len(todo), cell.id)
+        try:
+            _run_cell(cell, out / "runs" / cell.id)
+        except (TrainingInterrupted, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            failed[cell.id] = error
+            log.error("cell %s failed: %s: %s", cell.id, type(error).__name__, error)
+    return failed
+
+
+class GridError(RuntimeError):
+    """Cells of a grid that failed; the others ran and the tables cover them."""
 
 
 def run_grid(
@@ -116,24 +143,32 @@ def run_grid(
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
     grid, cells = load_grid(grid_path, only, overrides)
-    todo = [
-        c
-        for c in cells
-        if not ((out / "runs" / c.id / "metrics.json").is_file() and (out / "runs" / c.id / "timing.json").is_file())
-    ]
+    todo = [c for c in cells if not cell_finished(out / "runs" / c.id)]
+    bad = {}
+    for cell in cells:  # every cell's config is checked before the first runs (each run checks its data)
+        try:
+            plan_run(cell.config, check_data=False)
+        except (ConfigError, RegistryError) as exc:
+            bad[cell.id] = exc
+    if bad:
+        listed = "; ".join(f"{cid}: {exc}" for cid, exc in list(bad.items())[:5])
+        raise ConfigError(f"{len(bad)} of {len(cells)} grid cells have a bad config, nothing ran: {listed}")
     if dry_run:
         for cell in cells:
-            plan_run(cell.config, check_data=False)  # every cell's config is valid (each run checks its data)
             log.info("%s %s", "run " if cell in todo else "done", cell.id)
         return [c.id for c in todo]
     if workers > 1 and len(todo) > 1:
-        _run_parallel(todo, out, min(workers, len(todo)))
+        failed = _run_parallel(todo, out, min(workers, len(todo)))
     else:
-        for i, cell in enumerate(todo, 1):
-            log.info("[%d/%d] %s", i, len(todo), cell.id)
-            _run_cell(cell, out / "runs" / cell.id)
+        failed = _run_serial(todo, out)
     # The tables cover every finished cell of the grid, not only those this call ran (--only).
     every = cells if only is None else load_grid(grid_path, None, overrides)[1]
-    (out / "grid.yaml").write_text(yaml.safe_dump({"grid": str(grid_path), "cells": [c.id for c in every]}))
+    atomic_write(out / "grid.yaml", yaml.safe_dump({"grid": str(grid_path), "cells": [c.id for c in every]}))
     write_report(out, grid, every, published)
+    if failed:
+        listed = "\n".join(f"  {cid}: {type(e).__name__}: {e}" for cid, e in failed.items())
+        raise GridError(
+            f"{len(failed)} of {len(todo)} cells failed (the other cells ran; the tables in {out} cover the "
+            f"finished ones):\n{listed}\nfix them and run the same command again: finished cells are kept"
+        )
     return [c.id for c in todo]

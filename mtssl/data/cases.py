@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from mtssl.files import atomic_write_json
 
 __all__ = ["Case", "CaseData", "DataError", "Split", "check_case", "numeric_array", "read_list", "select_split"]
 
@@ -72,6 +73,10 @@ def check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, num_cl
         raise DataError(
             f"case {case_id}: image must have {spatial_dims} spatial dims (plus channels); got {image.shape}"
         )
+    if min(image.shape[1:]) == 0:
+        raise DataError(
+            f"case {case_id}: the image is empty (shape {image.shape}); re-export the file or drop the case"
+        )
     if not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
         raise DataError(f"case {case_id}: image has {bad} NaN or Inf values; clean or re-export the file")
@@ -110,9 +115,7 @@ class Split:
         """Write the split as JSON (atomically), e.g. beside a run."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1))
-        tmp.replace(path)
+        atomic_write_json(path, dataclasses.asdict(self))
 
 
 def select_split(

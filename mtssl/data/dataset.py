@@ -22,7 +22,12 @@ class CaseStore:
     def __init__(self, cases: Sequence[Case], num_classes: int, spatial_dims: int, preload: bool) -> None:
         self.cases = {c.id: c for c in cases}
         if len(self.cases) != len(cases):
-            raise DataError("case ids must be unique")
+            seen: set[str] = set()
+            twice = sorted({c.id for c in cases if c.id in seen or seen.add(c.id)})
+            raise DataError(
+                f"case ids must be unique, but {', '.join(repr(i) for i in twice[:5])} appear(s) more than once "
+                "(a list file naming a case twice, or a case both in training and test); remove the duplicate"
+            )
         self.num_classes, self.spatial_dims, self.preload = num_classes, spatial_dims, preload
         self._memory: dict[str, CaseData] = {}
         if preload:

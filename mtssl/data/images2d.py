@@ -39,6 +39,19 @@ def _stem(path: Path) -> str:
     return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
 
 
+def _by_stem(files: list[Path]) -> dict[str, Path]:
+    """The files by case id (their stems), refusing two files of one stem (``3.png`` and ``3.tif``)."""
+    found: dict[str, Path] = {}
+    for path in files:
+        if _stem(path) in found:
+            raise DataError(
+                f"{found[_stem(path)].name} and {path.name} in {path.parent} are both case {_stem(path)!r}; "
+                "keep one of them (a case id is the file name without its suffix)"
+            )
+        found[_stem(path)] = path
+    return found
+
+
 @functools.lru_cache(maxsize=4)
 def _read_volume(path: Path) -> np.ndarray:
     """A 3D volume from ``.npy`` or NIfTI (one read serves all of its slices)."""
@@ -140,6 +153,14 @@ class _Reader:
                 np.take(_read_volume(self.mask_path(stem, path)), index, axis=self.slice_axis) if with_label else None
             )
         if mask is not None and self.foreground_value is not None:
+            values = np.unique(mask)
+            if len(values) > 1 and self.foreground_value not in values:
+                raise DataError(
+                    f"case {stem}: the mask holds the values {values[:10].tolist()} but not "
+                    f"data.foreground_value={self.foreground_value}, so every label would be empty: set "
+                    f"data.foreground_value to the foreground's value (e.g. {int(values[-1])}), or null when the "
+                    "values are class ids"
+                )
             mask = (mask == self.foreground_value).astype(np.uint8)
         return CaseData(image_to_channels(image, self.normalization), mask, (1.0, 1.0))
 
@@ -205,7 +226,7 @@ def images2d(
     if not base.is_dir():
         raise DataError(f"image data set not found: {base} is not a folder")
     suffixes = VOLUME_SUFFIXES if slice_axis is not None else SUFFIXES
-    images = {_stem(p): p for p in _list_images(base / image_dir, suffixes)}
+    images = _by_stem(_list_images(base / image_dir, suffixes))
     unknown = [c for c in test_cases if c not in images]
     if unknown:
         raise DataError(f"test_cases {unknown[:5]} have no image in {base / image_dir}")
@@ -215,8 +236,8 @@ def images2d(
     cases = [c for stem in images if stem not in test_cases for c in reader.cases(stem, images[stem], True)]
     extra = []
     if unlabeled_dir is not None:
-        for path in _list_images(base / unlabeled_dir, suffixes):
-            extra += reader.cases(_stem(path), path, False, prefix="unlabeled/")
+        for stem, path in _by_stem(_list_images(base / unlabeled_dir, suffixes)).items():
+            extra += reader.cases(stem, path, False, prefix="unlabeled/")
     tests = [c for stem in test_cases for c in reader.cases(stem, images[stem], True)]
     split = select_split([c.id for c in cases], [c.id for c in tests], labeled, selection, val, seed)
     split = dataclasses.replace(split, unlabeled=split.unlabeled + tuple(c.id for c in extra))

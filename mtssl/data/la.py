@@ -83,6 +83,11 @@ def la(
         if not path.is_file():
             raise DataError(f"LA data incomplete: {path} is missing. {HOW_TO_GET}")
     train_ids, test_ids = read_list(lists["train"]), read_list(lists["test"])
+    for case_id in (*train_ids, *test_ids):
+        if Path(case_id).name != case_id or case_id in (".", ".."):
+            raise DataError(
+                f"LA case id {case_id!r} is not a folder name inside {base}; a list names one case folder per line"
+            )
 
     split = select_split(train_ids, test_ids, labeled, selection, val, seed)
     scored = {*split.val, *test_ids}

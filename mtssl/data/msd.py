@@ -92,6 +92,23 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
     return meta
 
 
+def _read_split(path: Path) -> tuple[list[str], list[str]]:
+    """A split file's ``train`` and ``test`` lists of case ids, with an error naming what is wrong."""
+    if not path.is_file():
+        raise DataError(f"data.split_file {path} not found")
+    try:
+        chosen = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"data.split_file {path} is not valid JSON ({exc})") from None
+    lists = [chosen.get(k) if isinstance(chosen, dict) else None for k in ("train", "test")]
+    if not all(isinstance(x, list) and all(isinstance(c, str) for c in x) for x in lists):
+        raise DataError(
+            f"data.split_file {path} must be a JSON object with 'train' and 'test' lists of case ids, "
+            'e.g. {"train": ["case_0", ...], "test": ["case_4"]}'
+        )
+    return list(lists[0]), list(lists[1])
+
+
 @DATASETS.register("msd")
 def msd(
     root: str,
@@ -182,8 +199,7 @@ def msd(
 
     ids = list(entries)
     if split_file is not None:
-        chosen = json.loads(Path(split_file).read_text())
-        train_ids, test_ids = list(chosen["train"]), list(chosen["test"])
+        train_ids, test_ids = _read_split(Path(split_file))
         unknown = [c for c in train_ids + test_ids if c not in entries]
         if unknown:
             raise DataError(f"split file {split_file} names unknown cases: {unknown[:5]}")

@@ -61,6 +61,11 @@ def downsample_case(data: CaseData, factor: int, num_classes: int, keep_native: 
     small = downsample_image(image, factor)
     label = None
     if data.label is not None:
+        if data.label.size and int(data.label.max()) > num_classes:
+            raise DataError(
+                f"label values {np.unique(data.label)[:10].tolist()} lie outside 0..{num_classes}, so the label "
+                f"cannot be downsampled by {factor} (a 0/255 mask? store the foreground as 1)"
+            )
         onehot = F.one_hot(torch.from_numpy(data.label.astype(np.int64)), num_classes + 1).movedim(-1, 0).float()
         label = pool(_pad_to_multiple(onehot[None], factor, spatial), factor)[0].argmax(0).numpy().astype(np.uint8)
     spacing = tuple(s * factor for s in data.spacing)

@@ -89,13 +89,19 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """A whole run: ``recipe``, ``model``, ``data`` (registry names plus options), ``train`` and ``eval``."""
+    """A whole run: ``recipe``, ``model``, ``data`` (registry names plus options), ``train`` and ``eval``.
+
+    ``run`` is the provenance record a run folder's ``config.yaml`` carries (versions, revision, seed,
+    the labeled cases): it is accepted so that ``mtssl train RUN/config.yaml`` runs as it is, and it
+    never changes what is computed (each run writes its own).
+    """
 
     recipe: dict[str, Any]
     data: dict[str, Any]
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    run: dict[str, Any] | None = None
 
 
 def named_section(section: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
@@ -147,6 +153,13 @@ def build_run_model(
         head: {"num_classes": num_classes, **dict(options), **dict(overrides.get(head) or {})}
         for head, options in recipe.tasks.items()
     }
+    for head, options in tasks.items():
+        if options["num_classes"] != num_classes:
+            raise ConfigError(
+                f"model.tasks.{head}.num_classes is {options['num_classes']} but the data set has {num_classes} "
+                f"foreground class(es): remove model.tasks.{head}.num_classes (it follows the data), or set the "
+                "data set's classes"
+            )
     return build_model({"backbone": backbone, "tasks": tasks})
 
 
@@ -163,6 +176,11 @@ def inference_spec(
 ) -> InferenceSpec:
     """What testing and ``mtssl.load`` need besides the weights, for ``model`` trained by ``recipe`` on ``data``."""
     config = config or EvalConfig()
+    if recipe.evaluate not in model.output_names:
+        raise ConfigError(
+            f"recipe.evaluate names the output {recipe.evaluate!r}, which the model does not have; its outputs "
+            f"are {', '.join(model.output_names)}"
+        )
     head = model.tasks[recipe.evaluate.split("/")[0]]
     patch = tuple(config.patch or data.patch)
     known = {"normalization", "ct_window", "downsample"}

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from mtssl.files import atomic_write, remove_own
+
 __all__ = [
     "CheckpointError",
     "CheckpointFolder",
@@ -51,20 +53,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buffer)
     payload = buffer.getvalue()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, MAGIC + hashlib.sha256(payload).hexdigest().encode() + payload)
     except OSError as exc:
         kept = "the previous checkpoint is intact" if path.is_file() else "no checkpoint was written"
         raise CheckpointError(
             f"could not write {path} ({exc.strerror or exc}); {kept}; free space or fix the folder, then --resume"
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -119,7 +114,7 @@ def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor
 
 def checkpoint_history(folder: Path) -> list[Path]:
     """The earlier checkpoints kept beside ``last.pt`` (``iter-<N>.pt``), newest first."""
-    return sorted(folder.glob("iter-*.pt"), reverse=True)
+    return sorted((p for p in folder.glob("iter-*.pt") if re.fullmatch(r"iter-\d{7,}\.pt", p.name)), reverse=True)
 
 
 def find_resumable(folder: Path, device: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
@@ -164,8 +159,8 @@ def keep_previous(last: Path, previous: int | None, iteration: int, keep: int) -
                     os.link(last, kept)
                 except OSError:  # a file system without hard links
                     shutil.copy2(last, kept)
-    for old in checkpoint_history(last.parent)[max(keep, 0) :]:
-        old.unlink(missing_ok=True)
+    dropped = checkpoint_history(last.parent)[max(keep, 0) :]
+    remove_own(last.parent.parent, [f"{last.parent.name}/{old.name}" for old in dropped])
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:

@@ -66,6 +66,17 @@ class Dist:
         dist.all_gather_object(out, obj, group=self.flags)
         return out
 
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm's running statistics), in place.
+
+        DDP broadcasts them at the start of each forward, so after the last step every rank but 0 keeps
+        statistics updated by its own last batch; rank 0's are the ones saved in the checkpoint, and a
+        test sharded over the ranks must use them to score what ``mtssl evaluate`` of that checkpoint scores.
+        """
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier(group=self.flags)

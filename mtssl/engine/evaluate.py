@@ -46,6 +46,21 @@ class EvalConfig:
     select_every: int = 1000
     max_cases: int | None = None
 
+    def __post_init__(self) -> None:
+        from mtssl.config import ConfigError
+
+        for key in ("patch", "stride"):
+            sizes = getattr(self, key)
+            if sizes is not None and any(s < 1 for s in sizes):
+                raise ConfigError(f"eval.{key} must hold positive sizes, got {list(sizes)}")
+        for key in ("batch_size", "select_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"eval.{key} must be a positive integer, got {getattr(self, key)}")
+        if self.max_cases is not None and self.max_cases < 0:
+            raise ConfigError(f"eval.max_cases must be >= 0 (0: no test) or null (all cases), got {self.max_cases}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"eval.threshold must lie strictly between 0 and 1, got {self.threshold}")
+
 
 def probabilities_to_labels(probs: torch.Tensor, softmax: bool, threshold: float) -> torch.Tensor:
     """``(K, *S)`` foreground probabilities to a ``(*S)`` label map (0 = background).

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
-import math
+import hashlib
+import io
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,20 @@ from mtssl.engine.build import RunConfig, build_components, inference_spec, seed
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
 from mtssl.engine.progress import case_progress
-from mtssl.engine.records import RunLock
+from mtssl.engine.records import RunFolderError, RunLock, strict_json
 from mtssl.engine.spec import InferenceSpec
+from mtssl.files import atomic_write, atomic_write_json
 from mtssl.model import MultiTaskModel
 
-__all__ = ["SELECTIONS", "Evaluator", "evaluate_run", "resolve_checkpoint", "window_predictor", "write_metrics"]
+__all__ = [
+    "SELECTIONS",
+    "Evaluator",
+    "evaluate_run",
+    "evaluation_folder",
+    "resolve_checkpoint",
+    "window_predictor",
+    "write_metrics",
+]
 
 SELECTIONS = {
     "last": "last iteration",
@@ -73,6 +83,7 @@ class Evaluator:
         """The summary (means, per class, per case) of testing ``cases``; ``selection`` names how the
         weights were chosen (a key of :data:`SELECTIONS`)."""
         dist = distributed.current()
+        dist.broadcast_buffers(self.model)  # the ranks test the checkpoint's model: rank 0's statistics
         n = len(cases) if self.config.max_cases is None else min(len(cases), self.config.max_cases)
         mine = range(dist.rank, n, dist.world_size)
         was_training = self.model.training
@@ -94,29 +105,18 @@ class Evaluator:
         return summarize(rows, "mm" if self.spec.physical_spacing else "voxels", SELECTIONS[selection])
 
 
-def _null_nan(value: Any) -> Any:
-    """NaN as ``None``: strict JSON has no NaN token (``metrics.csv`` keeps NaN, which CSV readers take)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _null_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_null_nan(v) for v in value]
-    return value
-
-
 def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:
-    """``metrics.json`` (means, per class, per case, empty predictions; an undefined value is ``null``)
-    and a per-case ``metrics.csv``."""
+    """``metrics.json`` (means, per class, per case, empty predictions; an undefined value is ``null``:
+    strict JSON has no NaN token) and a per-case ``metrics.csv`` (NaN kept, which CSV readers take),
+    each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(_null_nan(summary), indent=1, allow_nan=False))
-    tmp.replace(out / "metrics.json")
+    atomic_write_json(out / "metrics.json", strict_json(summary))
     rows = summary["per_case"]
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case"])
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["case"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / "metrics.csv", text.getvalue())
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -130,8 +130,39 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint at {path} (give a .pt file or a run folder with checkpoints/)")
 
 
+EVALUATION_RECORD = "evaluation.json"
+
+
+def evaluation_folder(run_dir: Path, overrides: Sequence[str]) -> Path:
+    """Where ``mtssl evaluate`` writes by default: ``<run>/evaluations/<name>``, ``default`` without
+    overrides, else the overrides spelled out (with a short hash where that name is long), so that
+    the training-time ``metrics.json`` is never replaced and each evaluation keeps its own files."""
+    if not overrides:
+        return run_dir / "evaluations" / "default"
+    name = re.sub(r"[^A-Za-z0-9_.=,-]+", "-", "_".join(overrides)).strip("-")
+    if len(name) > 60:
+        name = f"{name[:50]}-{hashlib.sha256(' '.join(overrides).encode()).hexdigest()[:8]}"
+    return run_dir / "evaluations" / name
+
+
+def _check_destination(folder: Path) -> None:
+    """Refuse to write metrics into a folder whose ``metrics.json`` an evaluation did not write (a
+    training run's own, or a user's file)."""
+    if (folder / "metrics.json").exists() and not (folder / EVALUATION_RECORD).is_file():
+        raise RunFolderError(
+            f"{folder / 'metrics.json'} was not written by mtssl evaluate (a training run's metrics, or "
+            "another file), and is never replaced: leave out --out (the evaluation goes to the run's "
+            "evaluations/ folder) or give another folder"
+        )
+
+
 def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None) -> dict[str, Any]:
-    """Test a saved run or checkpoint with its own config (plus overrides); writes the metrics files."""
+    """Test a saved run or checkpoint with its own config (plus ``overrides``); returns the summary.
+
+    The metrics go to ``out``, or by default to the run's ``evaluations/<name>/``
+    (:func:`evaluation_folder`), beside an ``evaluation.json`` recording the checkpoint and the
+    overrides. A training run's own ``metrics.json`` is never replaced.
+    """
     ckpt = resolve_checkpoint(target)
     state = load_checkpoint(ckpt)
     if not isinstance(state.get("config"), Mapping):
@@ -140,7 +171,9 @@ def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | P
             "mtssl.engine.evaluator.Evaluator and your own model"
         )
     config = apply_overrides(state["config"], overrides)
-    run_dir = Path(out) if out is not None else ckpt.parent.parent
+    run_dir = ckpt.parent.parent
+    dest = Path(out) if out is not None else evaluation_folder(run_dir, overrides)
+    _check_destination(dest)
     with RunLock(run_dir):  # not while a training run writes the same folder
         cfg = build_dataclass(RunConfig, config)
         device = distributed.pick_device(cfg.train.device)
@@ -156,5 +189,9 @@ def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | P
         )
         summary = evaluator.evaluate(data.test, "test", cfg.eval.select, progress=cfg.train.progress)
         summary["checkpoint"] = str(ckpt)
-        write_metrics(run_dir, summary)
+        dest.mkdir(parents=True, exist_ok=True)
+        record = {"checkpoint": str(ckpt), "overrides": list(overrides), "iteration": state.get("iteration")}
+        atomic_write_json(dest / EVALUATION_RECORD, record)
+        write_metrics(dest, summary)
+    summary["written_to"] = str(dest)
     return summary

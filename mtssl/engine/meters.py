@@ -12,7 +12,7 @@ import torch
 
 from mtssl.engine.distributed import Dist
 
-__all__ = ["LossMeans", "TensorBoard", "check_finite"]
+__all__ = ["LossMeans", "NonFiniteLossError", "TensorBoard", "check_finite"]
 
 
 class LossMeans:
@@ -59,8 +59,12 @@ class LossMeans:
         return values, record
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A loss that is NaN or infinite stopped the run (``train.nan_policy: stop``), or every step was skipped."""
+
+
 def check_finite(parts: Mapping[str, torch.Tensor], iteration: int, dist: Dist) -> None:
-    """Raise :class:`FloatingPointError` naming the term when a loss part is NaN/Inf on any rank."""
+    """Raise :class:`NonFiniteLossError` naming the term when a loss part is NaN/Inf on any rank."""
     if not parts:
         return
     values = torch.stack([v.float() for v in parts.values()])
@@ -69,10 +73,10 @@ def check_finite(parts: Mapping[str, torch.Tensor], iteration: int, dist: Dist) 
         return
     hint = "lower the learning rate, enable grad_clip, set train.nan_policy=skip, or check the data"
     if not bad_here:
-        raise FloatingPointError(f"a loss term is not finite on another rank at iteration {iteration}; {hint}")
+        raise NonFiniteLossError(f"a loss term is not finite on another rank at iteration {iteration}; {hint}")
     bad = next(k for k, v in parts.items() if not math.isfinite(float(v)))
     where = f" on rank {dist.rank}" if dist.enabled else ""
-    raise FloatingPointError(f"loss term {bad!r} is {float(parts[bad])} at iteration {iteration}{where}; {hint}")
+    raise NonFiniteLossError(f"loss term {bad!r} is {float(parts[bad])} at iteration {iteration}{where}; {hint}")
 
 
 class TensorBoard:

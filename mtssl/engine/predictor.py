@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from mtssl.engine.sliding_window import sliding_window
 from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel
 
-__all__ = ["Predictor", "load", "read_input", "write_prediction"]
+__all__ = ["Predictor", "case_name", "load", "output_files", "plan_outputs", "read_input", "write_prediction"]
 
 
 def read_input(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -68,20 +69,39 @@ class Predictor:
         """Raw ``(C, *S)`` image to the network's input, as the training data were prepared."""
         return normalize_image(image, self.spec.normalization, self.spec.ct_window)
 
-    def _channels_first(self, image: np.ndarray) -> np.ndarray:
+    def _channels_first(self, image: np.ndarray, what: str = "the image") -> np.ndarray:
         nd, channels = self.spec.spatial_dims, self.spec.in_channels
         if image.ndim == nd:
-            return image[None]
-        if image.ndim == nd + 1 and image.shape[-1] == channels and image.shape[0] != channels:
-            return np.moveaxis(image, -1, 0)  # (H, W, C) images and (X, Y, Z, C) NIfTI
+            image = image[None]
+        elif image.ndim == nd + 1 and image.shape[-1] == channels and image.shape[0] != channels:
+            image = np.moveaxis(image, -1, 0)  # (H, W, C) images and (X, Y, Z, C) NIfTI
+        if image.ndim != nd + 1 or image.shape[0] != channels:
+            raise DataError(
+                f"{what} has shape {tuple(image.shape)}, but the model takes {nd}D images with {channels} "
+                f"channel(s): give a {nd}D {'volume' if nd == 3 else 'image'} "
+                f"({'spatial dims only, or ' if channels == 1 else ''}channels first or last)"
+            )
+        if not np.isfinite(image).all():
+            bad = int((~np.isfinite(image)).sum())
+            raise DataError(
+                f"{what} has {bad} NaN or Inf values; a prediction would spread them (training refuses such "
+                "data too): clean or re-export the image"
+            )
+        if min(image.shape[1:]) == 0:
+            raise DataError(f"{what} is empty (shape {tuple(image.shape)})")
         return image
 
     @torch.no_grad()
-    def __call__(self, x: np.ndarray | torch.Tensor | str | Path) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, x: np.ndarray | torch.Tensor | str | Path, *, source: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict ``x``; ``source`` names it in error messages (a path given as ``x`` names itself)."""
+        what = source or "the image"
         if isinstance(x, (str, Path)):
+            what = str(x)
             x, _ = read_input(x)
         image = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        image = self.normalize(self._channels_first(image))
+        image = self.normalize(self._channels_first(image.astype(np.float32, copy=False), what))
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         spec = self.spec
         # trained on images shrunk by spec.downsample: the probabilities are upsampled back
@@ -118,6 +138,77 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Pr
     return Predictor(model.to(dev), spec, dev)
 
 
+def output_format(path: Path) -> str:
+    """The format a prediction of ``path`` is written in (that of the input): nifti, h5, image or npy."""
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith((".h5", ".hdf5")):
+        return "h5"
+    if name.endswith((".png", ".tif", ".tiff")):
+        return "image"
+    return "npy"
+
+
+def output_files(path: Path, name: str, with_probs: bool) -> dict[str, str]:
+    """The files a prediction of the input ``path`` writes, named ``<name>_pred`` and ``<name>_prob``:
+    ``{"labels": file, "probabilities": file, "channels": file}`` (the last two with ``with_probs``)."""
+    fmt = output_format(path)
+    labels = {"nifti": ".nii.gz", "h5": ".h5", "image": ".png", "npy": ".npy"}[fmt]
+    files = {"labels": f"{name}_pred{labels}"}
+    if with_probs:
+        files["probabilities"] = {"nifti": f"{name}_prob.nii.gz", "h5": files["labels"]}.get(fmt, f"{name}_prob.npy")
+        files["channels"] = f"{name}_prob.json"
+    return files
+
+
+def case_name(path: Path) -> str:
+    """An input's case name: its file name without the format's suffix (``case.nii.gz`` -> ``case``)."""
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
+
+
+def plan_outputs(inputs: Sequence[Path], out: Path, with_probs: bool, overwrite: bool = False) -> list[str]:
+    """The output name of each input, checked before anything is written.
+
+    Inputs whose case names collide (LA's ``<ID>/mri_norm2.h5``) are named after their folders as well
+    (``<ID>_mri_norm2``). Refused, naming the files: two inputs that would still write the same file
+    (``case.nii`` and ``case.nii.gz``), an output that is one of the inputs, and an existing file
+    (unless ``overwrite``): a prediction never replaces a file it did not just write.
+    """
+    names = [case_name(p) for p in inputs]
+    for depth in range(1, 4):
+        counts = Counter(names)
+        if all(counts[n] == 1 for n in names):
+            break
+        names = [
+            "_".join([*p.resolve().parts[-1 - depth : -1], case_name(p)]) if counts[n] > 1 else n
+            for p, n in zip(inputs, names)
+        ]
+    targets: dict[Path, Path] = {}
+    sources = {p.resolve() for p in inputs}
+    existing = []
+    for path, name in zip(inputs, names):
+        for file in output_files(path, name, with_probs).values():
+            target = (out / file).resolve()
+            if target in targets and targets[target] != path:
+                raise DataError(
+                    f"{targets[target]} and {path} would both be written to {out / file}; "
+                    "predict them into different --out folders, or rename one"
+                )
+            targets[target] = path
+            if target in sources:
+                raise DataError(
+                    f"the prediction of {path} would be written over the input {target}; give another --out"
+                )
+            if target.exists() and not overwrite:
+                existing.append(str(out / file))
+    if existing:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise DataError(f"{shown} exist already; give another --out, or --overwrite to replace them")
+    return names
+
+
 def write_prediction(
     path: Path,
     labels: Any,
@@ -126,21 +217,23 @@ def write_prediction(
     out: Path,
     with_probs: bool,
     channels: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> Path:
-    """Write a prediction of the input ``path`` into ``out`` in the input's format: ``<stem>_pred`` (the
-    labels; NIfTI keeps the input's header), with ``with_probs`` also ``<stem>_prob`` and, beside it,
-    ``<stem>_prob.json`` naming the probability channels (``channels``: :meth:`InferenceSpec.channels`)."""
+    """Write a prediction of the input ``path`` into ``out`` in the input's format (:func:`output_files`:
+    ``<name>_pred`` with the labels, NIfTI keeping the input's header; with ``with_probs`` also
+    ``<name>_prob`` and ``<name>_prob.json`` naming the probability channels, ``channels``:
+    :meth:`InferenceSpec.channels`). ``name`` defaults to the input's case name (:func:`plan_outputs`
+    chooses unique ones)."""
     import json
 
     out.mkdir(parents=True, exist_ok=True)
-    name = path.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+    files = output_files(path, name or case_name(path), with_probs)
+    target = out / files["labels"]
     if with_probs and channels is not None:  # beside every probability file, whatever its format
-        (out / f"{stem}_prob.json").write_text(json.dumps(dict(channels), indent=1))
-    if meta["format"] == "nifti":
+        (out / files["channels"]).write_text(json.dumps(dict(channels), indent=1))
+    fmt = output_format(path)
+    if fmt == "nifti":
         import nibabel as nib
-
-        target = out / f"{stem}_pred.nii.gz"
 
         def like_input(array: Any, dtype: Any) -> Any:
             # The input's header (qform/sform codes, units, description), not only its affine.
@@ -153,28 +246,25 @@ def write_prediction(
             prob = like_input(np.moveaxis(probs, 0, -1), np.float32)
             if channels is not None:  # the 4th axis, in the header's 80-character description
                 prob.header["descrip"] = ("channels: " + ", ".join(channels["channels"]))[:79].encode()
-            nib.save(prob, out / f"{stem}_prob.nii.gz")
-    elif meta["format"] == "h5":
+            nib.save(prob, out / files["probabilities"])
+    elif fmt == "h5":
         import h5py
 
-        target = out / f"{path.stem}_pred.h5"
         with h5py.File(target, "w") as f:
             f.create_dataset("label", data=labels, compression="gzip")
             if with_probs:
                 dataset = f.create_dataset("probability", data=probs, compression="gzip")
                 for key, value in (channels or {}).items():
                     dataset.attrs[key] = value
-    elif meta["format"] == "image":
+    elif fmt == "image":
         from PIL import Image
 
-        target = out / f"{path.stem}_pred.png"
         scale = 255 // max(int(labels.max()), 1) if labels.max() <= 1 else 1
         Image.fromarray((labels * scale).astype(np.uint8)).save(target)
         if with_probs:
-            np.save(out / f"{path.stem}_prob.npy", probs)
+            np.save(out / files["probabilities"], probs)
     else:
-        target = out / f"{path.stem}_pred.npy"
         np.save(target, labels)
         if with_probs:
-            np.save(out / f"{path.stem}_prob.npy", probs)
+            np.save(out / files["probabilities"], probs)
     return target

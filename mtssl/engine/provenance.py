@@ -15,6 +15,7 @@ import mtssl
 from mtssl.data.dataset import SegmentationData
 from mtssl.engine.build import TrainConfig, plain
 from mtssl.engine.evaluate import EvalConfig
+from mtssl.files import atomic_write
 
 __all__ = ["git_revision", "write_run_files"]
 
@@ -69,5 +70,5 @@ def write_run_files(
             "labeled_choice": data.split.how,
         },
     }
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     data.split.save(out / "split.json")

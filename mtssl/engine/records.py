@@ -3,8 +3,12 @@
 - :class:`RunLock`: an exclusive OS lock (``fcntl.flock``) on ``<run>/.lock`` for the whole run. The
   kernel drops it when the process dies, so a ``kill -9`` never leaves a stale lock; a second process
   that wants the folder fails at once with the holder's pid.
-- :func:`remove_stale_temp_files`: a write killed mid-way (a checkpoint, ``metrics.json``, the log
-  trim) leaves its temp file; under the lock no other writer exists, so every temp file is debris.
+- :func:`holds_run`, :func:`claim_run`, :func:`check_foreign`: a run folder is recognised by mtssl's own
+  ``.mtssl-run`` marker (or a checkpoint with mtssl's header), never by file names alone, and a folder
+  that is not a run but holds files of a run's names is refused rather than overwritten.
+- :func:`remove_stale_temp_files`, :func:`clear_run`: a write killed mid-way leaves its temp file; under
+  the lock no other writer exists, so mtssl's own temp files are debris. Both remove through
+  :func:`mtssl.files.remove_own`, which takes only the names mtssl writes.
 - :class:`RunLog`: ``log.jsonl``, one JSON record a line, appended. A failed write (a full disk) raises
   :class:`RunFolderError` with what to do, and takes back its partial line where the disk allows;
   :meth:`RunLog.trim` drops a torn line (with a warning) as well as the records past a resumed iteration.
@@ -16,24 +20,28 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from mtssl.config import ConfigError
+from mtssl.files import atomic_write, atomic_write_json, is_own, is_own_temp, remove_own
 
 __all__ = [
-    "RUN_FILES",
+    "MARKER",
     "RunFolderError",
     "RunLock",
     "RunLog",
+    "check_foreign",
     "check_resume_config",
+    "claim_run",
     "clear_run",
     "config_changes",
     "holds_run",
     "remove_stale_temp_files",
+    "strict_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,46 +93,84 @@ class RunLock:
             self._file = None
 
 
-def remove_stale_temp_files(folder: str | Path) -> list[Path]:
-    """Delete the temp files of killed writes in ``folder`` and ``folder/checkpoints`` (hold the lock)."""
+MARKER = ".mtssl-run"
+MARKER_FORMAT = "mtssl-run-1"
+
+
+def _own_files(folder: Path) -> list[str]:
+    """The files under ``folder`` whose names are mtssl's (:func:`mtssl.files.is_own`), relative, sorted."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if (path.is_file() or path.is_symlink()) and (is_own(rel) or is_own_temp(rel)):
+            found.append(rel.as_posix())
+    return sorted(found)
+
+
+def holds_run(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a run that mtssl wrote: its ``.mtssl-run`` marker, or (a run written
+    before the marker existed) a checkpoint with mtssl's header. A user's ``config.yaml`` or
+    ``checkpoints/`` folder does not make a run."""
     folder = Path(folder)
-    # pathlib's "*" matches dot-files too: the checkpoints' ".last.pt.<pid>.tmp" included
-    stale = [p for d in (folder, folder / "checkpoints") if d.is_dir() for p in d.glob("*.tmp") if p.is_file()]
+    if (folder / MARKER).is_file():
+        return True
+    from mtssl.engine.checkpoint import MAGIC
+
+    for name in _own_files(folder / "checkpoints"):
+        try:
+            with open(folder / "checkpoints" / name, "rb") as f:
+                if f.read(len(MAGIC)) == MAGIC:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def check_foreign(folder: str | Path) -> None:
+    """Refuse a folder that holds no run but files with the names a run writes (a user's ``config.yaml``,
+    ``log.jsonl``, ``checkpoints/last.pt``): mtssl would overwrite them."""
+    folder = Path(folder)
+    clashes = [n for n in _own_files(folder) if n not in (LOCK_NAME, MARKER) and is_own(n)]
+    if clashes and not holds_run(folder):
+        shown = ", ".join(clashes[:5]) + (" ..." if len(clashes) > 5 else "")
+        raise RunFolderError(
+            f"{folder} is not an mtssl run folder (no {MARKER} marker) but holds files a run would write: {shown}. "
+            "mtssl overwrites only its own files: give the run another --out, or move those files"
+        )
+
+
+def claim_run(folder: str | Path) -> None:
+    """Mark ``folder`` as a run folder (hold the lock): the marker :func:`holds_run` recognises."""
+    import mtssl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / MARKER).is_file():
+        atomic_write_json(folder / MARKER, {"format": MARKER_FORMAT, "mtssl": mtssl.__version__})
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files of killed writes of mtssl's own files in ``folder`` (hold the lock).
+
+    Only mtssl's temp names (``.<own name>.<pid>.tmp``, :func:`mtssl.files.is_own_temp`) are touched: a
+    user's ``draft.tmp`` stays.
+    """
+    folder = Path(folder)
+    stale = remove_own(folder, [n for n in _own_files(folder) if is_own_temp(n)])
     for path in stale:
-        path.unlink(missing_ok=True)
         log.warning("removed %s, left by a write that was killed", path)
     return stale
 
 
-# What a run writes into its folder (``clear_run`` removes these and nothing else).
-RUN_FILES = (
-    "config.yaml",
-    "split.json",
-    "log.jsonl",
-    "checkpoints",
-    "metrics.json",
-    "metrics.csv",
-    "config_changes.jsonl",
-    "tensorboard",
-)
-
-
-def holds_run(folder: str | Path) -> bool:
-    """Whether ``folder`` holds (part of) a run: its config, log, checkpoints or metrics."""
+def clear_run(folder: str | Path) -> list[Path]:
+    """Remove the files a run wrote from ``folder`` (hold the lock), leaving anything else there: a file
+    is removed only when its name is one of mtssl's (:func:`mtssl.files.remove_own`)."""
     folder = Path(folder)
-    return any((folder / name).exists() for name in RUN_FILES)
-
-
-def clear_run(folder: str | Path) -> None:
-    """Remove a run's files from ``folder`` (hold the lock), leaving anything else there."""
-    folder = Path(folder)
-    for name in RUN_FILES:
-        path = folder / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    log.warning("removed the run in %s (--overwrite)", folder)
+    removed = remove_own(folder, [n for n in _own_files(folder) if n not in (LOCK_NAME, MARKER)])
+    log.warning("removed the run in %s (--overwrite): %d files", folder, len(removed))
+    return removed
 
 
 class RunLog:
@@ -146,7 +192,7 @@ class RunLog:
     def write(self, record: Mapping[str, Any]) -> None:
         """Append ``record``; a failed write raises :class:`RunFolderError` and leaves no partial line."""
         assert self._file is not None, "use RunLog in a with block"
-        line = json.dumps(record) + "\n"
+        line = json.dumps(strict_json(record), allow_nan=False) + "\n"
         start = self._file.tell()
         try:
             self._file.write(line)
@@ -196,10 +242,20 @@ class RunLog:
                 kept.append(record)
                 raw.append(line)
         if len(raw) != len(lines):
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in raw))
-            tmp.replace(path)
+            atomic_write(path, "".join(line + "\n" for line in raw))
         return kept
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as ``None``: strict JSON has no ``NaN`` token, and a
+    reader (``jq``, a browser, ``json.loads(..., parse_constant=...)``) should not need to know ours."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -211,8 +267,21 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
 
 
-# Keys that change how a run is watched or where it runs, not what it computes.
-FREE_TO_CHANGE = ("train.progress", "train.num_workers", "train.device", "eval.batch_size")
+# Keys that change how a run is watched, where it runs or how often it is saved, not what it computes:
+# the sampler's batches do not depend on the workers, checkpoints and logs draw no random numbers, the
+# finiteness check only reads the losses, and the windows of a test are summed in the same order in any
+# batch. ``run`` is the provenance record ``config.yaml`` carries, rewritten by every run.
+FREE_TO_CHANGE = (
+    "train.progress",
+    "train.num_workers",
+    "train.device",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.tensorboard",
+    "train.nan_check_every",
+    "eval.batch_size",
+)
 
 
 def config_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -222,7 +291,7 @@ def config_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
     return {
         key: (a.get(key), b.get(key))
         for key in sorted({*a, *b})
-        if a.get(key) != b.get(key) and key not in FREE_TO_CHANGE
+        if a.get(key) != b.get(key) and key not in FREE_TO_CHANGE and not key.startswith("run.")
     }
 
 

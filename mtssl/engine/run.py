@@ -11,13 +11,29 @@ from typing import Any
 
 from mtssl.config import build_dataclass
 from mtssl.engine import distributed
-from mtssl.engine.build import RunConfig, backbone_config, build_recipe, fit_backbone_to_data, named_section
+from mtssl.engine.build import (
+    RunConfig,
+    backbone_config,
+    build_recipe,
+    build_run_model,
+    fit_backbone_to_data,
+    inference_spec,
+    named_section,
+)
 from mtssl.engine.evaluator import write_metrics
-from mtssl.engine.records import RunFolderError, RunLock, clear_run, holds_run, remove_stale_temp_files
+from mtssl.engine.records import (
+    RunFolderError,
+    RunLock,
+    check_foreign,
+    claim_run,
+    clear_run,
+    holds_run,
+    remove_stale_temp_files,
+)
 from mtssl.engine.trainer import Trainer
 from mtssl.registry import BACKBONES, DATASETS
 
-__all__ = ["plan_run", "train_run"]
+__all__ = ["plan_run", "prepare_run_folder", "train_run"]
 
 
 def train_run(
@@ -36,20 +52,30 @@ def train_run(
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank joins the process group for the run:
     DDP training, sharded testing, and rank 0 writing (and locking) the folder.
     """
+    plan_run(config, check_data=False)  # a bad config fails before the run folder is touched
     device = str(dict(config.get("train") or {}).get("device", "auto"))
     with distributed.session(device) as dist, RunLock(out) if dist.main else nullcontext():
         if dist.main:
-            remove_stale_temp_files(out)
-            if holds_run(out) and not resume:
-                if not overwrite:
-                    raise RunFolderError(
-                        f"{out} holds a run already; --resume to continue it, --overwrite to replace it, "
-                        "or another --out"
-                    )
-                clear_run(out)
+            prepare_run_folder(Path(out), resume, overwrite)
         # The trainer (whose DDP wrapper holds the process group) lives only inside this call, so it is
         # freed before the session destroys the group.
         return _train_and_test(config, Path(out), resume, allow_config_change, dist.main)
+
+
+def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Make ``out`` ready for a run (hold its lock): refuse a folder of someone else's files, refuse or
+    clear (``overwrite``) a finished run unless ``resume``, remove the debris of killed writes, and mark
+    it as a run. Only files mtssl wrote are ever removed (:func:`mtssl.files.remove_own`)."""
+    check_foreign(out)
+    if holds_run(out):
+        remove_stale_temp_files(out)
+        if not resume:
+            if not overwrite:
+                raise RunFolderError(
+                    f"{out} holds a run already; --resume to continue it, --overwrite to replace it, or another --out"
+                )
+            clear_run(out)
+    claim_run(out)
 
 
 def _train_and_test(
@@ -87,6 +113,9 @@ def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, An
         data = DATASETS.create(data_name, **data_options)  # validates the options, then loads
         checked = data.check()
         BACKBONES.validate(name, **fit_backbone_to_data(backbone, data.in_channels, data.spatial_dims))
+        # The model itself: the tasks' options, the heads' classes, and the tested output.
+        model = build_run_model(cfg, recipe, data.in_channels, data.spatial_dims, data.num_classes)
+        inference_spec(recipe, data, model, cfg.eval)
     else:
         DATASETS.validate(data_name, **data_options)
         # The data set sets in_channels and spatial_dims at run time; stand-ins where the backbone requires them.

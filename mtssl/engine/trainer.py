@@ -28,11 +28,11 @@ from mtssl.engine.checkpoint import CheckpointFolder, load_checkpoint, load_stat
 from mtssl.engine.ema import EMATeacher
 from mtssl.engine.evaluate import EvalConfig
 from mtssl.engine.evaluator import Evaluator
-from mtssl.engine.meters import LossMeans, TensorBoard, check_finite
+from mtssl.engine.meters import LossMeans, NonFiniteLossError, TensorBoard, check_finite
 from mtssl.engine.optim import build_optimizer
 from mtssl.engine.progress import StopOnSignals, TrainingInterrupted, TrainProgress
 from mtssl.engine.provenance import write_run_files
-from mtssl.engine.records import RunLog, check_resume_config
+from mtssl.engine.records import RunLog, check_foreign, check_resume_config, claim_run
 from mtssl.model import MultiTaskModel
 from mtssl.recipes.base import Recipe, term_names
 from mtssl.terms.context import StepContext
@@ -220,6 +220,8 @@ class Trainer:
         tc = self.train_config
         log.info("checked %d cases", self.data.check())  # a bad case fails now, not mid-run or after training
         if self.dist.main:  # config.yaml (the resolved config, versions, git revision, seed) and split.json
+            check_foreign(self.out)  # never over a user's config.yaml or log.jsonl
+            claim_run(self.out)
             write_run_files(self.out, self.raw, tc, self.eval_config, self.device, self.dist.world_size, self.data)
         if self.dist.main:
             RunLog.trim(self.out / "log.jsonl", self.iteration)
@@ -239,6 +241,11 @@ class Trainer:
                     self.batch_in_epoch = 0
                     continue
                 break
+        if self.iteration and self.skipped >= self.iteration:
+            raise NonFiniteLossError(
+                f"all {self.iteration} steps were skipped as not finite (train.nan_policy: skip): the model never "
+                "trained, so it is not tested; lower the learning rate, enable grad_clip, or check the data"
+            )
 
     def close(self) -> None:
         """Close the TensorBoard writer, if any."""

@@ -47,6 +47,12 @@ class Teacher:
     decay: float = 0.99
     mode: Literal["train", "eval"] = "train"
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.decay <= 1.0:  # also refuses NaN
+            from mtssl.config import ConfigError
+
+            raise ConfigError(f"teacher decay must lie in [0, 1] (0.99 in the literature), got {self.decay}")
+
 
 def term_names(terms: Sequence[Term]) -> list[str]:
     """Each term's :attr:`Term.name`, with ``_2``, ``_3``, ... where two terms share one."""

@@ -37,6 +37,18 @@ class Schedule:
     length: int = 40
     start: float = 0.0
 
+    def __post_init__(self) -> None:
+        for key in ("c", "start"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"weight {key} must be a finite number >= 0, got {value}")
+        if self.divisor < 1:
+            raise ConfigError(
+                f"weight divisor must be a positive integer (iterations per ramp step), got {self.divisor}"
+            )
+        if self.length < 0:
+            raise ConfigError(f"weight length must be >= 0, got {self.length}")
+
     def __call__(self, iteration: int) -> float:
         if self.schedule == "constant":
             return self.c
@@ -50,8 +62,13 @@ def build_schedule(spec: float | Mapping[str, Any] | Schedule, where: str = "wei
     """A :class:`Schedule` from a number (constant) or a mapping of its fields."""
     if isinstance(spec, Schedule):
         return spec
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return Schedule("constant", float(spec))
-    if isinstance(spec, Mapping):
-        return build_dataclass(Schedule, spec, where)
+    try:
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            return Schedule("constant", float(spec))
+        if isinstance(spec, Mapping):
+            return build_dataclass(Schedule, spec, where)
+    except ConfigError as exc:
+        if str(exc).startswith(where):  # build_dataclass named the key already
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
     raise ConfigError(f"{where}: expected a number or a schedule mapping, got {spec!r}")

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from mtssl import files as files_module
 from mtssl.engine import checkpoint as ckpt_module
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint
 from mtssl.engine.progress import TrainingInterrupted
@@ -80,7 +81,7 @@ class _FullDisk:
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where):
     path = save_checkpoint(tmp_path / "last.pt", {"iteration": 1, "w": torch.randn(1000)})
     if where == "mid-file":
-        monkeypatch.setattr(ckpt_module, "open", _FullDisk, raising=False)
+        monkeypatch.setattr(files_module, "open", _FullDisk, raising=False)
     else:
 
         def full(fd):

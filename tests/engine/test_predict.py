@@ -91,9 +91,9 @@ def test_la_train_then_evaluate_from_the_cli(la_root, tmp_path, capsys):
     metrics = json.loads((tmp_path / "la_run" / "metrics.json").read_text())
     assert metrics["cases"] == 2 and metrics["units"]["hd95"] == "voxels"
     assert main(["evaluate", str(tmp_path / "la_run"), "eval.lcc=false"]) == 0
-    again = json.loads((tmp_path / "la_run" / "metrics.json").read_text())
+    again = json.loads((tmp_path / "la_run" / "evaluations" / "eval.lcc=false" / "metrics.json").read_text())
     assert again["cases"] == 2 and "Dice %" in capsys.readouterr().out
-    assert (tmp_path / "la_run" / "metrics.csv").read_text().count("\n") == 3
+    assert (tmp_path / "la_run" / "evaluations" / "eval.lcc=false" / "metrics.csv").read_text().count("\n") == 3
 
 
 def test_read_input_errors(tmp_path):

@@ -99,20 +99,21 @@ def test_the_lock_dies_with_its_process(tmp_path):
 SLOW_SECOND_FSYNC = """
 import os, sys, time
 from pathlib import Path
-import mtssl.engine.checkpoint as ckpt
+import mtssl.files
 from mtssl.cli import main
 
 calls = []
 real = os.fsync
 
 def fsync(fd):
-    calls.append(fd)
+    if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and "/.last.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+        calls.append(fd)
     if len(calls) == 2:  # the second checkpoint: stop with its temp file written, and wait for the kill
         Path(sys.argv[2]).write_text("writing")
         time.sleep(600)
     real(fd)
 
-ckpt.os.fsync = fsync
+mtssl.files.os.fsync = fsync
 sys.exit(main(["train", sys.argv[1], "--out", sys.argv[3]]))
 """
 
@@ -140,10 +141,22 @@ def test_sigkill_during_a_checkpoint_write_leaves_debris_the_next_start_removes(
     assert logged(run) == list(range(1, 13))
 
 
-def test_remove_stale_temp_files(tmp_path):
+def test_remove_stale_temp_files_takes_only_mtssls_own(tmp_path):
     (tmp_path / "checkpoints").mkdir()
-    debris = [tmp_path / "checkpoints" / ".last.pt.123.tmp", tmp_path / "metrics.json.tmp", tmp_path / "log.jsonl.tmp"]
-    keep = [tmp_path / "checkpoints" / "last.pt", tmp_path / "log.jsonl"]
+    debris = [
+        tmp_path / "checkpoints" / ".last.pt.123.tmp",
+        tmp_path / ".metrics.json.77.tmp",
+        tmp_path / ".log.jsonl.9.tmp",
+    ]
+    # A user's temp files, some named much like ours: none is the temp file of a file mtssl writes.
+    foreign = [
+        tmp_path / "draft.tmp",
+        tmp_path / "dataset.tar.gz.tmp",
+        tmp_path / "metrics.json.tmp",
+        tmp_path / ".notes.txt.12.tmp",
+        tmp_path / "checkpoints" / ".my_model.pth.5.tmp",
+    ]
+    keep = [tmp_path / "checkpoints" / "last.pt", tmp_path / "log.jsonl", *foreign]
     for p in debris + keep:
         p.write_bytes(b"x")
     assert sorted(remove_stale_temp_files(tmp_path)) == sorted(debris)

@@ -104,12 +104,20 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     path.write_text(yaml.safe_dump(tiny_config(iterations=4)))
     assert main(["train", str(path), "--out", str(tmp_path / "run"), "train.log_every=2"]) == 0
     assert "Dice %" in capsys.readouterr().out
-    first = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    trained = (tmp_path / "run" / "metrics.json").read_bytes()
+    first = json.loads(trained)
     assert main(["evaluate", str(tmp_path / "run"), "eval.lcc=false"]) == 0
-    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "evaluations/eval.lcc=false" in capsys.readouterr().out
+    # The training-time metrics stay as they were; the evaluation is written beside them, with its record.
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == trained
+    folder = tmp_path / "run" / "evaluations" / "eval.lcc=false"
+    again = json.loads((folder / "metrics.json").read_text())
     assert again["checkpoint"].endswith("last.pt") and again["cases"] == first["cases"]
+    record = json.loads((folder / "evaluation.json").read_text())
+    assert record["overrides"] == ["eval.lcc=false"] and record["checkpoint"].endswith("last.pt")
     summary = evaluate_run(tmp_path / "run")
     assert summary["mean"]["dice"] == pytest.approx(first["mean"]["dice"])
+    assert (tmp_path / "run" / "evaluations" / "default" / "metrics.json").is_file()
 
 
 def test_cli_errors(tmp_path, capsys):
