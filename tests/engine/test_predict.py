@@ -148,3 +148,66 @@ def test_load_and_evaluate_run_where_the_training_loop_cannot_be_imported(run_di
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ok (1, 32, 32, 32) (32, 32, 32) False" in done.stdout
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+# --- Issue 23: predictions never collide, never write over an input, never over a file they did not write ---
+
+
+def _h5(path, seed):
+    image, _ = make_phantom((32, 32, 32), 1, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["image"] = image[0]
+
+
+def test_la_layout_predictions_are_named_after_their_folders(run_dir, tmp_path, capsys):
+    # LA's own layout: every case is <ID>/mri_norm2.h5, so the file names alone collide.
+    cases = {cid: tmp_path / "LA" / cid / "mri_norm2.h5" for cid in ("A1", "B2", "C3")}
+    for seed, path in enumerate(cases.values()):
+        _h5(path, seed)
+    assert main(["predict", str(run_dir), *map(str, cases.values()), "--out", str(tmp_path / "out")]) == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [f"{cid}_mri_norm2_pred.h5" for cid in cases]
+    for cid, path in cases.items():  # each file holds its own case's prediction
+        with h5py.File(tmp_path / "out" / f"{cid}_mri_norm2_pred.h5") as f:
+            assert np.array_equal(f["label"][()], mtssl.load(run_dir)(path)[1])
+
+
+def test_inputs_that_would_write_one_file_are_refused_before_anything_is_written(run_dir, tmp_path, capsys):
+    image, _ = make_phantom((32, 32, 32), 1, seed=3)
+    for name in ("case.nii", "case.nii.gz"):
+        nib.save(nib.Nifti1Image(image[0], np.eye(4)), tmp_path / name)
+    args = ["predict", str(run_dir), str(tmp_path / "case.nii"), str(tmp_path / "case.nii.gz")]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "case.nii and" in err and "case.nii.gz would both be written to" in err and "case_pred.nii.gz" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_prediction_never_writes_over_an_input_or_an_existing_file(run_dir, tmp_path, capsys):
+    image, _ = make_phantom((32, 32, 32), 1, seed=4)
+    np.save(tmp_path / "x.npy", image[0])
+    np.save(tmp_path / "x_pred.npy", image[0] * 2)  # an input whose name is x.npy's prediction's
+    before = (tmp_path / "x_pred.npy").read_bytes()
+    both = ["predict", str(run_dir), str(tmp_path / "x.npy"), str(tmp_path / "x_pred.npy"), "--out", str(tmp_path)]
+    assert main(both) == 2
+    assert "would be written over the input" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--out", str(tmp_path)]) == 2
+    assert "x_pred.npy exist already; give another --out, or --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "x_pred.npy").read_bytes() == before
+    assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--out", str(tmp_path), "--overwrite"]) == 0
+    assert np.array_equal(np.load(tmp_path / "x_pred.npy"), mtssl.load(run_dir)(image[0])[1])
+
+
+def test_predict_refuses_nan_and_the_wrong_number_of_dims(run_dir, tmp_path, capsys):
+    image, _ = make_phantom((32, 32, 32), 1, seed=5)
+    volume = image[0].copy()
+    volume[3, 4, 5] = np.nan  # one NaN voxel would spread through the windows' convolutions
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "nan.nii.gz")
+    assert main(["predict", str(run_dir), str(tmp_path / "nan.nii.gz"), "--out", str(tmp_path / "o")]) == 2
+    assert "nan.nii.gz has 1 NaN or Inf values" in capsys.readouterr().err
+    np.save(tmp_path / "slice.npy", image[0, :, :, 0])  # a 2D image for a 3D model
+    assert main(["predict", str(run_dir), str(tmp_path / "slice.npy"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "slice.npy has shape (32, 32), but the model takes 3D images with 1 channel(s)" in err
+    assert "Traceback" not in err and not list((tmp_path / "o").glob("*_pred*"))

@@ -4,13 +4,16 @@ and resumes that refuse a changed config."""
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mtssl.cli import main
@@ -302,3 +305,117 @@ def test_a_run_is_never_overwritten_silently(tmp_path, capsys):
     assert main(["train", str(path), "--out", str(run), "--overwrite", "train.seed=5"]) == 0
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == 5
     assert logged(run) == [1, 2] and (run / "notes.txt").read_text() == "mine"
+
+
+# --- Issue 23: mtssl deletes or overwrites only files it wrote itself --------------------------------------
+
+# A user's files that look like a run's: same folders, similar names. None of them is mtssl's.
+LOOK_ALIKES = {
+    "draft.tmp": "a draft",
+    "dataset.tar.gz.tmp": "half a download",
+    "metrics.json.tmp": "not ours",
+    "config.yaml.bak": "# my old config",
+    "metrics.json~": "an editor's backup",
+    "Log.jsonl": "capitalised",
+    "notes.md": "notes",
+    "checkpoints/my_model.pth": "foreign weights",
+    "checkpoints/last.pt.orig": "a copy",
+    "checkpoints/iter-12.pt": "not seven digits",
+    "checkpoints/best.pth": "another suffix",
+    "checkpoints/.my_model.pth.5.tmp": "a foreign temp file",
+    "checkpoints/sub/last.pt": "one level deeper",
+    "tensorboard/notes.txt": "not an event file",
+    "evaluations/mine/notes.md": "beside an evaluation",
+}
+
+
+def plant(folder, files):
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def unchanged(folder, files):
+    return {name: (folder / name).read_text() if (folder / name).exists() else None for name in files} == files
+
+
+def test_remove_own_is_the_only_deletion_and_refuses_every_look_alike(tmp_path):
+    from mtssl.files import is_own, remove_own
+
+    plant(tmp_path, LOOK_ALIKES)
+    for name in LOOK_ALIKES:
+        assert not is_own(name), name
+        with pytest.raises(ValueError, match=r"refusing to remove .*mtssl did not write a file of that name"):
+            remove_own(tmp_path, [name])
+    assert unchanged(tmp_path, LOOK_ALIKES)
+    # The rule is grep-able: no other module of the package removes files.
+    package = Path(__file__).resolve().parents[2] / "mtssl"
+    removers = re.compile(r"\.unlink\(|\.rmdir\(|rmtree|os\.remove\(|os\.unlink\(")
+    hits = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if removers.search(p.read_text()))
+    assert hits == ["files.py"]
+
+
+def test_train_into_a_folder_of_look_alikes_leaves_them_and_overwrite_removes_only_its_own(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2, checkpoint_every=1, log_every=1)))
+    run = tmp_path / "p"
+    plant(run, LOOK_ALIKES)
+    assert main(["train", str(path), "--out", str(run)]) == 0
+    assert unchanged(run, LOOK_ALIKES)  # no "*.tmp" removed as debris, nothing in checkpoints/ touched
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 2
+    assert main(["train", str(path), "--out", str(run), "--overwrite", "train.seed=5"]) == 0
+    assert unchanged(run, LOOK_ALIKES)
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == 5  # the run itself was replaced
+
+
+@pytest.mark.parametrize("flag", [[], ["--overwrite"], ["--resume"]], ids=["plain", "overwrite", "resume"])
+def test_a_users_config_yaml_is_not_a_run_and_is_never_replaced(tmp_path, capsys, flag):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2)))
+    folder = tmp_path / "project"
+    mine = {"config.yaml": "# my experiment, with comments\nlr: 0.1\n", "checkpoints/model.pth": "w"}
+    plant(folder, mine)
+    assert main(["train", str(path), "--out", str(folder), *flag]) == 2
+    err = capsys.readouterr().err
+    assert "is not an mtssl run folder (no .mtssl-run marker) but holds files a run would write: config.yaml" in err
+    assert "another --out" in err
+    assert unchanged(folder, mine)
+    assert not (folder / "log.jsonl").exists()
+
+
+def test_evaluate_with_overrides_never_replaces_the_training_metrics(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2)))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run)]) == 0
+    trained = {name: (run / name).read_bytes() for name in ("metrics.json", "metrics.csv")}
+    assert main(["evaluate", str(run), "eval.stride=[8,8,8]"]) == 0
+    assert {name: (run / name).read_bytes() for name in trained} == trained
+    record = json.loads((run / "evaluations" / "eval.stride=-8,8,8" / "evaluation.json").read_text())
+    assert record["overrides"] == ["eval.stride=[8,8,8]"] and record["iteration"] == 2
+    capsys.readouterr()
+    # --out may not name a folder whose metrics.json an evaluation did not write (here: the run itself).
+    assert main(["evaluate", str(run), "eval.lcc=false", "--out", str(run)]) == 2
+    assert "was not written by mtssl evaluate" in capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in trained} == trained
+    # The bench tables read the training-time metrics, still there.
+    assert json.loads((run / "metrics.json").read_text())["selection"] == "last iteration"
+
+
+def test_a_runs_own_config_trains_as_it_is_and_harmless_changes_resume(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2, checkpoint_every=2)))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run)]) == 0
+    saved = run / "config.yaml"
+    assert "run" in yaml.safe_load(saved.read_text())  # the provenance record is in it
+    # The file the resume refusal points to is runnable as it is.
+    assert main(["train", str(saved), "--out", str(tmp_path / "again")]) == 0
+    a = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "again" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same run
+    # Keys that do not change what is computed resume without --allow-config-change.
+    harmless = ["train.log_every=1", "train.checkpoint_every=1", "train.keep_checkpoints=3", "train.nan_check_every=1"]
+    assert main(["train", str(saved), "--out", str(run), "--resume", *harmless]) == 0
+    assert main(["train", str(saved), "--out", str(run), "--resume", "train.optimizer.lr=0.5"]) == 2
+    assert "train.optimizer.lr: 0.01 -> 0.5" in capsys.readouterr().err
