@@ -187,3 +187,78 @@ def test_bold_only_where_the_gap_exceeds_the_seed_spread():
     assert _clear_best([a, noisy], higher=True) is None  # 6 points apart, spread 15
     assert _clear_best([_fmt([0.9], 100), _fmt([0.1], 100)], higher=True) is None  # one seed: no spread known
     assert _clear_best([_fmt([3.0, 3.1], 1), _fmt([9.0, 9.2], 1)], higher=False) == 0  # 95HD: lower is better
+
+
+# --- Issue 23: cells written atomically, torn cells rerun, bad cells reported together, clean stops ---
+
+
+def test_a_torn_or_corrupt_cell_reruns_with_a_warning_naming_it(grid_file, tmp_path, caplog):
+    out, only = tmp_path / "out", "supervised/labels2/seed0"
+    assert run_grid(grid_file, out, only=only) == [only]
+    cell = out / "runs" / only
+    assert not list(cell.glob(".*.tmp"))  # timing.json went through a temp file that is gone
+    timing = (cell / "timing.json").read_bytes()
+    (cell / "timing.json").write_bytes(timing[: len(timing) // 2])  # a full disk cut the write
+    assert run_grid(grid_file, out, only=only) == [only]
+    assert f"{cell / 'timing.json'} is damaged" in caplog.text and "its cell runs again" in caplog.text
+    assert json.loads((cell / "timing.json").read_text())["seconds"] > 0
+    (cell / "metrics.json").write_text('{"mean": {"dice": 0.5')  # damaged later
+    caplog.clear()
+    assert run_grid(grid_file, out, only=only) == [only]
+    assert f"{cell / 'metrics.json'} is damaged" in caplog.text
+    assert json.loads((cell / "metrics.json").read_text())["cases"] == 2
+
+
+def test_every_cell_is_checked_before_the_first_runs(grid_file, tmp_path):
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["recipes"]["dtc"] = {"recipe": {"name": "dtc", "consistency": -1.0}}  # a negative weight
+    grid_file.write_text(yaml.safe_dump(grid))
+    with pytest.raises(ConfigError, match=r"2 of 4 grid cells have a bad config, nothing ran: dtc/labels2/seed0: "):
+        run_grid(grid_file, tmp_path / "out")
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_failing_cell_does_not_stop_the_others(grid_file, tmp_path, capsys):
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["labels"] = [2, 40]  # 40 labeled cases of 6: fails when the cell loads its data
+    grid_file.write_text(yaml.safe_dump(grid))
+    assert main(["bench", str(grid_file), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "2 of 4 cells failed (the other cells ran" in err
+    assert "supervised/labels40/seed0: DataError: labeled=40 but the training set has only 6 cases" in err
+    assert "Traceback" not in err
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert sorted((r["recipe"], r["labels"]) for r in rows) == [("dtc", 2), ("supervised", 2)]
+
+
+def test_published_rows_go_through_the_guarded_loader(grid_file, tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefg":
+        previous = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [*{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}]\n"
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values through YAML aliases"):
+        run_grid(grid_file, tmp_path / "out", only="supervised/labels2/seed0", published=tmp_path / "bomb.yaml")
+
+
+def test_sigterm_during_bench_exits_143_with_one_line(grid_file, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["overrides"] = ["train.iterations=100000", "train.log_every=1"]
+    grid_file.write_text(yaml.safe_dump(grid))
+    cmd = [sys.executable, "-m", "mtssl", "bench", str(grid_file), "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "out" / "runs" / "supervised" / "labels2" / "seed0" / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while (not log.exists() or not log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "mtssl bench: stopped by signal 15 at iteration" in err and "run the same command again" in err
+    assert "Traceback" not in err
