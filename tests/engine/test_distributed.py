@@ -129,3 +129,21 @@ def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step(tmp_path):
     last_logged = json.loads(log.read_text().splitlines()[-1])["iteration"]
     assert state["iteration"] == last_logged >= 1
     assert err.count(f"stopped by signal 15 at iteration {last_logged}") == 1  # rank 0 reports
+
+
+def test_ddp_test_metrics_equal_evaluate_of_the_saved_model_with_batchnorm(tmp_path):
+    """After the last step each rank's BatchNorm statistics are its own; the sharded test must score the
+    saved model (rank 0's), so metrics.json equals a one-process evaluate of last.pt to the last digit."""
+    cfg = tiny_config(iterations=3, log_every=1, deterministic=True)
+    cfg["recipe"] = {"name": "mean_teacher"}
+    cfg["data"].update(labeled=4, num_train=8, num_test=4)
+    cfg["model"]["backbone"]["normalization"] = "batch"
+    path = tmp_path / "bn.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    done = torchrun(path, tmp_path / "ddp")
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    alone = evaluate_run(tmp_path / "ddp" / "checkpoints" / "last.pt", out=tmp_path / "alone")
+    assert [r["case"] for r in sharded["per_case"]] == [f"phantom{i:03d}" for i in range(8, 12)]
+    assert json.loads(json.dumps(alone["per_case"])) == sharded["per_case"]
+    assert sharded["mean"] == json.loads(json.dumps(alone["mean"]))
