@@ -98,7 +98,11 @@ def read_list(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"list file not found: {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise DataError(f"{path} names {', '.join(repr(i) for i in twice[:5])} more than once; list each case once")
+    return ids
 
 
 @dataclasses.dataclass(frozen=True)

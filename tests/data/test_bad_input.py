@@ -1,5 +1,7 @@
 """Each kind of bad input gets a clear error (or, for a small volume, padding with one warning)."""
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -116,3 +118,87 @@ def test_empty_labeled_set(tmp_path):
 def test_unknown_augmentation(tmp_path):
     with pytest.raises(DataError, match="unknown augmentation 'rotate'; known: rot90, flip, crop, noise"):
         create(make_la(tmp_path / "la"), augment=("rotate",))
+
+
+# --- Issue 23: silent garbage and raw tracebacks in the loaders, each now a named error ---
+
+
+def test_a_zero_size_case_is_refused_not_padded(tmp_path):
+    def empty(i, image, label, path):
+        return (np.zeros((0, 18, 12), np.float32), np.zeros((0, 18, 12), np.uint8)) if i == 3 else None
+
+    with pytest.raises(DataError, match=r"case C3: the image is empty \(shape \(1, 0, 18, 12\)\)"):
+        create(make_la(tmp_path / "la", corrupt=empty))
+
+
+@pytest.mark.parametrize("bad_id", ["../elsewhere", "/etc", "C0/../../up", ".."])
+def test_la_case_ids_cannot_leave_the_data_folder(tmp_path, bad_id):
+    root = make_la(tmp_path / "la")
+    (root / "train.list").write_text(f"C0\nC1\n{bad_id}\n")
+    with pytest.raises(DataError, match=rf"LA case id {re.escape(repr(bad_id))} is not a folder name inside"):
+        create(root)
+
+
+def test_a_0_255_label_with_downsample_is_named(tmp_path):
+    def scaled(i, image, label, path):
+        return image, label * 255
+
+    with pytest.raises(
+        DataError, match=r"label values \[0, 255\] lie outside 0\.\.1, so the label cannot be downsampled"
+    ):
+        create(make_la(tmp_path / "la", corrupt=scaled), downsample=2)
+
+
+def test_duplicate_case_ids_are_named(tmp_path):
+    root = make_la(tmp_path / "la")
+    (root / "train.list").write_text("C0\nC1\nC1\n")
+    with pytest.raises(DataError, match=r"train\.list names 'C1' more than once; list each case once"):
+        create(root)
+    (root / "train.list").write_text("C0\nC1\nC2\n")
+    (root / "test.list").write_text("C3\nC1\n")  # a training case tested too
+    with pytest.raises(DataError, match=r"case ids must be unique, but 'C1' appear\(s\) more than once"):
+        create(root)
+
+
+def _png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_0_1_masks_with_the_default_foreground_value_are_refused(tmp_path):
+    for i in range(3):
+        _png(tmp_path / "train" / "image" / f"{i}.png", np.full((16, 16), 100 + i, np.uint8))
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:9, 4:9] = 1  # a 0/1 mask: with foreground_value 255 every label would be empty
+        _png(tmp_path / "train" / "label" / f"{i}.png", mask)
+    with pytest.raises(
+        DataError, match=r"case 0: the mask holds the values \[0, 1\] but not data.foreground_value=255"
+    ):
+        DATASETS.create("images2d", root=str(tmp_path), patch=(8, 8))
+    data = DATASETS.create("images2d", root=str(tmp_path), patch=(8, 8), foreground_value=1)
+    assert int(data.store["0"].label.sum()) == 25  # with the right value, the foreground is there
+
+
+def test_two_images_of_one_case_are_refused(tmp_path):
+    for name in ("3.png", "3.tif", "4.png"):
+        _png(tmp_path / "train" / "image" / name, np.zeros((16, 16), np.uint8))
+        _png(tmp_path / "train" / "label" / name, np.zeros((16, 16), np.uint8))
+    with pytest.raises(DataError, match=r"3\.(png|tif) and 3\.(png|tif) in .* are both case '3'; keep one"):
+        DATASETS.create("images2d", root=str(tmp_path), patch=(8, 8))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("{not json", r"data\.split_file .*split\.json is not valid JSON"),
+        ('{"train": ["case_0"]}', r"must be a JSON object with 'train' and 'test' lists of case ids"),
+        ('["case_0"]', r"must be a JSON object with 'train' and 'test' lists"),
+    ],
+    ids=["not-json", "no-test", "a-list"],
+)
+def test_a_broken_msd_split_file_is_named(msd_root, tmp_path, text, match):
+    (tmp_path / "split.json").write_text(text)
+    with pytest.raises(DataError, match=match):
+        DATASETS.create("msd", root=str(msd_root), split_file=str(tmp_path / "split.json"), patch=(8, 8, 8))
