@@ -158,3 +158,12 @@ def test_plugins_come_only_from_the_declared_group(monkeypatch):
     monkeypatch.setattr(registry_module, "entry_points", lambda group: asked.append(group) or [])
     Registry("gadget").names()
     assert asked == ["mtssl.plugins"]  # no other group, and no scanning of installed modules
+
+
+def test_commands_work_beside_a_plugin_that_exits_at_import(plugins, capsys):
+    from mtssl.cli import main
+
+    plugins.append(FakeEntryPoint("exits", SystemExit(0)))
+    with pytest.warns(PluginWarning, match=r"mtssl plugin 'exits' \(fake:exits\) failed to load: SystemExit\(0\)"):
+        assert main(["list", "recipe"]) == 0
+    assert "dbisl" in capsys.readouterr().out

@@ -26,6 +26,7 @@ from mtssl.files import atomic_write, remove_own
 __all__ = [
     "CheckpointError",
     "CheckpointFolder",
+    "check_state_fits",
     "checkpoint_history",
     "find_resumable",
     "keep_previous",
@@ -93,6 +94,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """``module.load_state_dict(state)``, failing with the missing, unexpected and mismatched keys."""
+    check_state_fits(module, state, source)
+    module.load_state_dict(state)
+
+
+def check_state_fits(module: torch.nn.Module, state: Mapping[str, Any], source: str) -> None:
+    """Fail with the missing, unexpected and mismatched keys unless ``state`` fits ``module``'s
+    parameters and buffers (``module`` may live on the ``meta`` device: only shapes are compared)."""
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source} holds no state dict of tensors")
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -109,7 +119,6 @@ def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor
         raise CheckpointError(
             f"{source} does not fit this model (another recipe, backbone or class count?); " + "; ".join(parts)
         )
-    module.load_state_dict(state)
 
 
 def checkpoint_history(folder: Path) -> list[Path]:

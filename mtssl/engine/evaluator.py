@@ -20,8 +20,8 @@ import torch
 
 from mtssl.config import apply_overrides, build_dataclass
 from mtssl.engine import distributed
-from mtssl.engine.build import RunConfig, build_components, inference_spec, seed_run
-from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
+from mtssl.engine.build import RunConfig, build_components, build_recipe, build_run_model, inference_spec, seed_run
+from mtssl.engine.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
 from mtssl.engine.progress import case_progress
 from mtssl.engine.records import RunFolderError, RunLock, strict_json
@@ -156,6 +156,19 @@ def _check_destination(folder: Path) -> None:
         )
 
 
+def check_state_before_building(cfg: RunConfig, state: Mapping[str, Any], source: str) -> None:
+    """Compare the checkpoint's weights with the model its config describes, built on the ``meta`` device
+    (no memory), so that a config asking for a far larger model than its weights fails before anything
+    is allocated."""
+    try:
+        spec = InferenceSpec.from_checkpoint(state)
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    with torch.device("meta"):
+        model = build_run_model(cfg, build_recipe(cfg), spec.in_channels, spec.spatial_dims, spec.num_classes)
+    check_state_fits(model, state["model"], source)
+
+
 def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None) -> dict[str, Any]:
     """Test a saved run or checkpoint with its own config (plus ``overrides``); returns the summary.
 
@@ -177,6 +190,7 @@ def evaluate_run(target: str | Path, overrides: Sequence[str] = (), out: str | P
     with RunLock(run_dir):  # not while a training run writes the same folder
         cfg = build_dataclass(RunConfig, config)
         device = distributed.pick_device(cfg.train.device)
+        check_state_before_building(cfg, state, str(ckpt))
         seed_run(cfg.train, device)
         recipe, data, model = build_components(cfg)
         load_state_checked(model, state["model"], str(ckpt))

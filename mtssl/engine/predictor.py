@@ -13,7 +13,7 @@ import torch
 from mtssl.data.cases import DataError, numeric_array
 from mtssl.data.normalize import normalize_image
 from mtssl.data.resample import downsample_image, upsample_probabilities
-from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked
+from mtssl.engine.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import largest_component, probabilities_to_labels
 from mtssl.engine.evaluator import window_predictor
 from mtssl.engine.sliding_window import sliding_window
@@ -132,7 +132,13 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Pr
             "load_state_checked(model, state['model'], ...) and wrap it as Predictor(model, spec, device)"
         )
     cfg = build_dataclass(RunConfig, state["config"])
-    model = build_run_model(cfg, build_recipe(cfg), spec.in_channels, spec.spatial_dims, spec.num_classes)
+    recipe = build_recipe(cfg)
+    sizes = (spec.in_channels, spec.spatial_dims, spec.num_classes)
+    # The shapes first, on the meta device (no memory): a checkpoint whose config asks for a far larger
+    # model than its weights (n_filters: 256 beside a 4-filter state) is refused before anything is allocated.
+    with torch.device("meta"):
+        check_state_fits(build_run_model(cfg, recipe, *sizes), state["model"], str(path))
+    model = build_run_model(cfg, recipe, *sizes)
     load_state_checked(model, state["model"], str(path))
     dev = pick_device(str(device)) if device is not None else pick_device("auto")
     return Predictor(model.to(dev), spec, dev)

@@ -4,16 +4,19 @@ import errno
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from mtssl import files as files_module
+from mtssl.cli import main
 from mtssl.engine import checkpoint as ckpt_module
 from mtssl.engine.checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint
 from mtssl.engine.progress import TrainingInterrupted
@@ -192,3 +195,168 @@ def test_checkpoints_load_weights_only(tmp_path):
     assert "weights_only" not in message and "False" not in message  # PyTorch's hint is not passed on
     assert "open" in message  # the reason: the global it would have called
     assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+# --- Issue 23: faults that surfaced only after a whole run, or as raw tracebacks ---
+
+COMPOSED = "recipe={name: composed, tasks: {seg: {task: seg}}, terms: [{term: supervised, output: seg}]"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["eval.stride=[0,0,0]"], r"eval\.stride must hold positive sizes, got \[0, 0, 0\]"),
+        (["eval.batch_size=0"], r"eval\.batch_size must be a positive integer, got 0"),
+        ([COMPOSED + ", evaluate: seg/1}"], r"recipe\.evaluate names the output 'seg/1', which the model does not"),
+        ([COMPOSED.replace("{task: seg}", "{task: seg, sharpness: 3}") + "}"], r"unknown option .*sharpness"),
+        (["model.tasks.seg.num_classes=3"], r"model\.tasks\.seg\.num_classes is 3 but the data set has 1"),
+        (["recipe={name: dtc, consistency: .nan}"], r"weight c must be a finite number >= 0, got nan"),
+        (["recipe={name: dtc, consistency: -1.0}"], r"weight c must be a finite number >= 0, got -1\.0"),
+        (["recipe={name: mean_teacher, ema_decay: -0.5}"], r"teacher decay must lie in \[0, 1\]"),
+        (["recipe={name: mean_teacher, ramp_divisor: 0}"], r"weight divisor must be a positive integer"),
+    ],
+    ids=[
+        "stride-0",
+        "eval-batch-0",
+        "no-branch",
+        "task-option",
+        "head-classes",
+        "nan-weight",
+        "negative-weight",
+        "negative-decay",
+        "divisor-0",
+    ],
+)
+def test_dry_run_catches_what_used_to_fail_after_training(tmp_path, capsys, overrides, message):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2)))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--dry-run", *overrides]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    # and a real run fails the same way before its first step, writing nothing
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), *overrides]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_a_zero_size_test_volume_fails_the_dry_run(tmp_path, capsys):
+    from tests.data.test_bad_input import make_la
+
+    def empty(i, image, label, path):
+        return (np.zeros((20, 0, 12), np.float32), np.zeros((20, 0, 12), np.uint8)) if i == 3 else None
+
+    root = make_la(tmp_path / "la", corrupt=empty)
+    cfg = tiny_config(iterations=2)
+    cfg["data"] = {"name": "la", "root": str(root), "labeled": 2, "patch": [16, 16, 8]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--dry-run"]) == 2
+    assert "case C3: the image is empty" in capsys.readouterr().err
+
+
+def test_every_step_skipped_writes_no_metrics(tmp_path):
+    from mtssl.engine.meters import NonFiniteLossError
+
+    trainer = Trainer.from_config(tiny_config(iterations=4, nan_policy="skip", log_every=2), tmp_path)
+    trainer.recipe = Recipe(
+        tasks=trainer.recipe.tasks, terms=(Term.of(lambda ctx: {"x": ctx.outputs["seg"].mean() * math.nan}),)
+    )
+    with pytest.raises(NonFiniteLossError, match=r"all 4 steps were skipped as not finite .* not tested"):
+        trainer.fit()
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_the_nan_stop_is_one_line_and_the_log_is_strict_json(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=4, log_every=1, nan_check_every=1)))
+    real = Trainer.from_config.__func__
+
+    def poisoned(cls, *args, **kwargs):
+        trainer = real(cls, *args, **kwargs)
+        trainer.recipe = Recipe(tasks=trainer.recipe.tasks, terms=(Term.of(_nan_at_3),))
+        return trainer
+
+    monkeypatch.setattr(Trainer, "from_config", classmethod(poisoned))
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loss term 'x' is nan at iteration 3" in err and "--resume" in err
+    for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda token: pytest.fail(f"bare {token} in log.jsonl"))
+
+
+def _nan_at_3(ctx):
+    return {"x": ctx.outputs["seg"].mean() * (math.nan if ctx.iteration == 2 else 1.0)}
+
+
+def test_log_records_with_nan_values_are_written_as_null(tmp_path):
+    from mtssl.engine.records import RunLog
+
+    with RunLog(tmp_path / "log.jsonl") as log:
+        log.write({"iteration": 1, "loss/x": math.nan, "it_per_s": math.inf})
+    line = (tmp_path / "log.jsonl").read_text()
+    assert json.loads(line, parse_constant=lambda t: pytest.fail(t)) == {
+        "iteration": 1,
+        "loss/x": None,
+        "it_per_s": None,
+    }
+
+
+def test_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2)))
+    locked = tmp_path / "locked"
+
+    def refuse(self, *args, **kwargs):  # what a read-only folder does (CI runs as root, which may write anywhere)
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert main(["train", str(path), "--out", str(locked / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"mtssl train: {locked / 'run'}: Permission denied\n"
+
+
+def test_an_over_long_name_is_one_line(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2)))
+    assert main(["train", str(path), "--out", str(tmp_path / ("x" * 300))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mtssl train: ") and "File name too long" in err and err.count("\n") == 1
+
+
+def test_a_checkpoint_asking_for_a_huge_model_is_refused_before_building(tmp_path):
+    """A few-KB checkpoint with a valid checksum whose config asks for n_filters 256: the shapes are
+    compared on the meta device first, so the load fails at once in a process limited to 2 GiB of data."""
+    train_run(tiny_config(iterations=1), tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    state["config"]["model"]["backbone"]["n_filters"] = 256
+    del state["optimizer"]
+    save_checkpoint(tmp_path / "bomb.pt", {k: v for k, v in state.items() if k != "format"})
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (2 * 2**30, 2 * 2**30))\n"
+        "import mtssl\n"
+        "from mtssl.engine.checkpoint import CheckpointError\n"
+        "from mtssl.engine.evaluator import evaluate_run\n"
+        "for load in (mtssl.load, evaluate_run):\n"
+        "    try:\n"
+        "        load(sys.argv[1])\n"
+        "    except CheckpointError as exc:\n"
+        "        print('refused:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "bomb.pt")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("does not fit this model") == 2 and "(4, 1, 3, 3, 3) != (256, 1, 3, 3, 3)" in done.stdout
+
+
+def test_ctrl_c_outside_the_loop_is_130_and_one_line(tmp_path, capsys, monkeypatch):
+    import mtssl.engine.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mtssl.engine.run, "train_run", interrupted)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(iterations=2)))
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err == "mtssl train: interrupted\n"
