@@ -86,7 +86,8 @@ def print_metrics(summary: Mapping[str, Any], title: str = "test metrics") -> No
     if len(classes) > 1:  # the same means as the run's summary, per class
         table.add_row("all", *line(summary))
         for c in classes:
-            table.add_row(str(c), *line(summarize([r for r in rows if r["class"] == c], "", "")))
+            name = dict(summary.get("class_names") or {}).get(str(c), str(c))
+            table.add_row(name, *line(summarize([r for r in rows if r["class"] == c], "", "")))
     else:
         table.add_row(*line(summary))
     Console().print(table)

@@ -88,6 +88,11 @@ def dataset_options(name: str, request: pytest.FixtureRequest) -> dict:
         return {"root": str(root), "test_cases": ("20", "21"), "foreground_value": 0, "labeled": 4}
     if name == "phantom":
         return {"num_train": 6, "num_test": 2, "labeled": 2}
+    if name == "nnunet":
+        from tests.data.test_nnunet import make_nnunet
+
+        root = make_nnunet(request.getfixturevalue("tmp_path") / "Dataset001_Tiny")
+        return {"root": str(root), "patch": (8, 8, 8), "labeled": 2}
     raise AssertionError(f"add test options for the new data set {name!r} here")
 
 

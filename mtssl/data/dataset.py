@@ -146,6 +146,8 @@ class SegmentationData:
         preprocessing: how raw inputs were normalised (``{"normalization": "none" | "zscore" | ...}``),
             saved in checkpoints so that inference can repeat it.
         physical_spacing: whether ``spacing`` is physical (mm), so distances are reported in mm.
+        class_names: one name per foreground class (``dataset.json``'s), shown in tables and
+            ``metrics.json``; ``"1"``, ``"2"``, ... by default.
     """
 
     def __init__(
@@ -161,6 +163,7 @@ class SegmentationData:
         preload: bool = True,
         preprocessing: dict[str, Any] | None = None,
         physical_spacing: bool = False,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if len(patch) != spatial_dims:
             raise DataError(f"patch {tuple(patch)} must have {spatial_dims} sizes")
@@ -171,6 +174,9 @@ class SegmentationData:
         self.preprocessing = dict(preprocessing or {"normalization": "none"})
         self.physical_spacing = physical_spacing
         self.num_classes, self.spatial_dims, self.patch = num_classes, spatial_dims, tuple(patch)
+        self.class_names = tuple(class_names or (str(c) for c in range(1, num_classes + 1)))
+        if len(self.class_names) != num_classes:
+            raise DataError(f"{len(self.class_names)} class names {self.class_names} for {num_classes} classes")
         self.train = TrainSet(
             self.store, [*split.labeled, *split.unlabeled], len(split.labeled), Augment(augment, patch, fg_crop_prob)
         )

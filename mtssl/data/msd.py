@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mtssl.data.cases import Case, CaseData, DataError, select_split
+from mtssl.data.cases import Case, CaseData, DataError, read_list, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.normalize import normalize_image
 from mtssl.registry import DATASETS
@@ -83,11 +84,10 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
     if not isinstance(training, list) or not training:
         raise DataError(f"{meta_path} lists no training cases (a 'training' list of image/label entries)")
     for i, entry in enumerate(training):
-        missing = [k for k in ("image", "label") if not isinstance(entry, dict) or k not in entry]
-        if missing:
+        if not isinstance(entry, dict) or "image" not in entry:
             raise DataError(
-                f"{meta_path}: training entry {i} ({entry!r:.80}) has no {' or '.join(repr(k) for k in missing)}; "
-                "each entry needs 'image' and 'label'"
+                f"{meta_path}: training entry {i} ({entry!r:.80}) has no 'image'; each entry needs 'image' "
+                "(and 'label', unless the case is unlabeled)"
             )
     return meta
 
@@ -107,6 +107,41 @@ def _read_split(path: Path) -> tuple[list[str], list[str]]:
             'e.g. {"train": ["case_0", ...], "test": ["case_4"]}'
         )
     return list(lists[0]), list(lists[1])
+
+
+def _class_count(meta: dict[str, Any], mapping: dict[int, int], num_classes: int | None) -> int:
+    """Foreground classes: ``num_classes``, else the largest class ``mapping`` makes of dataset.json's
+    labels, else the number of those labels less the background."""
+    if num_classes is not None:
+        return num_classes
+    if mapping:
+        raw = [int(k) for k in meta.get("labels", {})] or list(mapping)
+        return max(max(mapping.get(v, v) for v in raw), 1)
+    return max(len(meta.get("labels", {})) - 1, 1)
+
+
+def _train_and_test(
+    labeled_ids: list[str],
+    every: list[str],
+    unlabeled_ids: list[str],
+    split_file: str | None,
+    test_fraction: float,
+    seed: int,
+) -> tuple[list[str], list[str]]:
+    """The labeled training pool and the test cases: from ``split_file``, or a seeded ``test_fraction``
+    of the labeled cases (an unlabeled case is never tested)."""
+    if split_file is None:
+        order = np.random.default_rng(seed).permutation(len(labeled_ids))
+        test_ids = sorted(labeled_ids[i] for i in order[: round(test_fraction * len(labeled_ids))])
+        return [c for c in labeled_ids if c not in test_ids], test_ids
+    train_ids, test_ids = _read_split(Path(split_file))
+    unknown = [c for c in train_ids + test_ids if c not in every]
+    if unknown:
+        raise DataError(f"split file {split_file} names unknown cases: {unknown[:5]}")
+    unlabeled_test = [c for c in test_ids if c in unlabeled_ids]
+    if unlabeled_test:
+        raise DataError(f"split file {split_file} tests {unlabeled_test[:5]}, which have no label")
+    return [c for c in train_ids if c not in unlabeled_ids], test_ids
 
 
 @DATASETS.register("msd")
@@ -161,20 +196,16 @@ def msd(
     entries = {_case_id(e["image"]): e for e in meta["training"]}
     paths = {
         _case_id(e["image"]): tuple(
-            _inside(base, e[k], f"{meta_path} training entry {i} {k}") for k in ("image", "label")
+            _inside(base, e[k], f"{meta_path} training entry {i} {k}") if k in e else None for k in ("image", "label")
         )
         for i, e in enumerate(meta["training"])
     }
+    # Entries without a label are unlabeled cases: they join the unlabeled pool, never a loss on labels.
+    unlabeled_ids = [c for c, (_, label) in paths.items() if label is None]
     mapping = {int(k): int(v) for k, v in (label_map or {}).items()}
     if any(v < 0 or v > 255 for v in mapping.values()):
         raise DataError(f"data.label_map {label_map} maps to values outside 0..255")
-    if num_classes is not None:
-        classes = num_classes
-    elif mapping:
-        raw = [int(k) for k in meta.get("labels", {})] or list(mapping)
-        classes = max(max(mapping.get(v, v) for v in raw), 1)
-    else:
-        classes = max(len(meta.get("labels", {})) - 1, 1)
+    classes = _class_count(meta, mapping, num_classes)
     modality = meta.get("modality")
     channels = len(modality) if isinstance(modality, dict) and modality else None
     empty_warned: set[str] = set()
@@ -187,6 +218,8 @@ def msd(
             raise DataError(
                 f"{image_path} has {bad} NaN or Inf values of {image.size} in the raw file; clean or re-export it"
             )
+        if label_path is None:
+            return CaseData(normalize_image(image, normalization, ct_window), None, spacing)
         label, _ = read_nifti(label_path, 1)
         if mapping:
             label = remap_labels(label, mapping)
@@ -197,22 +230,28 @@ def msd(
             )
         return CaseData(normalize_image(image, normalization, ct_window), label[0], spacing)
 
-    ids = list(entries)
-    if split_file is not None:
-        train_ids, test_ids = _read_split(Path(split_file))
-        unknown = [c for c in train_ids + test_ids if c not in entries]
-        if unknown:
-            raise DataError(f"split file {split_file} names unknown cases: {unknown[:5]}")
-    else:
-        order = np.random.default_rng(seed).permutation(len(ids))
-        n_test = round(test_fraction * len(ids))
-        test_ids = sorted(ids[i] for i in order[:n_test])
-        train_ids = [c for c in ids if c not in test_ids]
-    cases = {c: Case(c, lambda c=c: load(c)) for c in ids}
+    ids = [c for c in entries if c not in unlabeled_ids]
+    if not ids:
+        raise DataError(f"{meta_path}: no training entry has a 'label'; at least one case must be labeled")
+    train_ids, test_ids = _train_and_test(ids, list(entries), unlabeled_ids, split_file, test_fraction, seed)
+    if isinstance(labeled, str):
+        named = [c for c in read_list(labeled) if c in unlabeled_ids]
+        if named:
+            raise DataError(f"labeled list {labeled} names {named[:5]}, whose dataset.json entries have no 'label'")
+    cases = {c: Case(c, lambda c=c: load(c)) for c in entries}
     split = select_split(train_ids, test_ids, labeled, selection, val, seed)
+    if unlabeled_ids:
+        split = dataclasses.replace(
+            split,
+            unlabeled=split.unlabeled + tuple(unlabeled_ids),
+            how=split.how + f"; {len(unlabeled_ids)} entries without a label unlabeled",
+        )
     labeled_ids = {*split.labeled, *split.val}
+    names = meta.get("labels", {})  # MSD's {"0": "background", "1": "left atrium"}: the tables show these
+    named = not mapping and num_classes is None and isinstance(names, dict) and len(names) - 1 == classes
+    class_names = [str(names.get(str(c), c)) for c in range(1, classes + 1)] if named else None
     return SegmentationData(
-        [cases[c] for c in train_ids],
+        [cases[c] for c in (*train_ids, *unlabeled_ids)],
         [cases[c] for c in test_ids],
         split,
         num_classes=classes,
@@ -223,4 +262,5 @@ def msd(
         preload=preload,
         preprocessing={"normalization": normalization, "ct_window": list(ct_window)},
         physical_spacing=True,
+        class_names=class_names,
     )

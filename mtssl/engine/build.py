@@ -201,6 +201,7 @@ def inference_spec(
         threshold=config.threshold,
         lcc=config.lcc,
         physical_spacing=data.physical_spacing,
+        class_names=tuple(data.class_names),
         **{k: tuple(v) if isinstance(v, list) else v for k, v in data.preprocessing.items()},
     )
 

@@ -102,7 +102,9 @@ class Evaluator:
         if dist.enabled:
             order = {case: k for k, case in enumerate(cases.ids)}
             rows = sorted((r for part in dist.gather(rows) for r in part), key=lambda r: (order[r["case"]], r["class"]))
-        return summarize(rows, "mm" if self.spec.physical_spacing else "voxels", SELECTIONS[selection])
+        summary = summarize(rows, "mm" if self.spec.physical_spacing else "voxels", SELECTIONS[selection])
+        summary["class_names"] = {str(c): name for c, name in enumerate(self.spec.class_names, 1)}
+        return summary
 
 
 def write_metrics(out: Path, summary: Mapping[str, Any]) -> None:

@@ -95,10 +95,10 @@ def test_a_link_out_of_the_data_folder_is_refused(msd_root, tmp_path_factory):
         ("{not json", r"dataset\.json is not valid JSON \(Expecting property name"),
         ("[1, 2]", r"dataset\.json holds a JSON list; an MSD dataset\.json is a JSON object"),
         ('{"labels": {}}', r"lists no training cases \(a 'training' list"),
-        ('{"training": [{"image": "./imagesTr/case_0.nii.gz"}]}', r"training entry 0 .* has no 'label'"),
-        ('{"training": ["case_0"]}', r"training entry 0 \('case_0'\) has no 'image' or 'label'"),
+        ('{"training": [{"image": "./imagesTr/case_0.nii.gz"}]}', r"no training entry has a 'label'; at least one"),
+        ('{"training": ["case_0"]}', r"training entry 0 \('case_0'\) has no 'image'"),
     ],
-    ids=["not-json", "not-object", "no-training", "no-label-key", "not-an-entry"],
+    ids=["not-json", "not-object", "no-training", "only-unlabeled", "not-an-entry"],
 )
 def test_a_broken_dataset_json_is_named(msd_root, text, match):
     (msd_root / "dataset.json").write_text(text)
@@ -195,3 +195,26 @@ def test_label_map_merges_classes_and_trains(msd_root, tmp_path):
     }
     summary = train_run(cfg, tmp_path / "run")
     assert {r["class"] for r in summary["per_case"]} == {1}
+
+
+def test_entries_without_a_label_are_unlabeled_cases(msd_root, tmp_path):
+    import nibabel as nib
+
+    for i in range(5, 8):  # three more volumes, with no label file and no 'label' in their entries
+        image = np.random.default_rng(i).normal(40, 200, (16, 16, 12)).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, np.diag([*SPACING, 1.0])), msd_root / "imagesTr" / f"case_{i}.nii.gz")
+    rewrite_meta(
+        msd_root,
+        lambda m: m["training"].extend({"image": f"./imagesTr/case_{i}.nii.gz"} for i in range(5, 8)),
+    )
+    data = DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8), test_fraction=0.2, seed=0)
+    assert set(data.split.unlabeled) == {"case_5", "case_6", "case_7"}  # and never tested
+    assert not {"case_5", "case_6", "case_7"} & set(data.split.test)
+    assert "3 entries without a label unlabeled" in data.split.how
+    assert data.store["case_6"].label is None and data.store["case_6"].image.shape == (1, 16, 16, 12)
+    assert data.class_names == ("organ", "tumour")  # dataset.json's names
+    batch = next(iter(data.loader(4, 2, seed=0)))
+    assert batch["labeled"].tolist() == [True, True, False, False]
+    (tmp_path / "labeled.list").write_text("case_0\ncase_6\n")
+    with pytest.raises(DataError, match=r"labeled list .* names \['case_6'\], whose dataset\.json entries have no"):
+        DATASETS.create("msd", root=str(msd_root), patch=(8, 8, 8), labeled=str(tmp_path / "labeled.list"))
