@@ -78,7 +78,8 @@ class Trainer:
         tc = self.train_config = train or TrainConfig()
         self.eval_config = eval or EvalConfig()
         self.raw = plain(config) if config is not None else None
-        self.recipe, self.data, self.out = recipe, data, Path(out)
+        # ramps set as a fraction of the run ("until") become iterations of this run
+        self.recipe, self.data, self.out = recipe.for_run(tc.iterations), data, Path(out)
         self.dist = distributed.current()
         self.device = self.dist.pick_device(tc.device)
         if tc.sync_batchnorm and self.device.type != "cuda":

@@ -82,7 +82,17 @@ class Recipe:
     evaluate: str = "seg"
     backbone: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "vnet"})
 
+    def for_run(self, iterations: int) -> Recipe:
+        """This recipe with every weight schedule set as a fraction of the run (``until``) fixed for a run
+        of ``iterations`` (:meth:`~mtssl.terms.schedules.Schedule.for_run`)."""
+        terms = tuple(dataclasses.replace(t, weight=t.weight.for_run(iterations)) for t in self.terms)
+        return dataclasses.replace(self, terms=terms)
 
-def ramp(c: float, divisor: int = 150) -> dict:
-    """The literature's sigmoid ramp-up to ``c``: full at ``40 * divisor`` iterations (6000 by default)."""
-    return {"schedule": "sigmoid", "c": c, "divisor": divisor, "length": 40}
+
+def ramp(c: float, divisor: int | None = None, until: float = 1.0) -> dict:
+    """The literature's sigmoid ramp-up to ``c`` in 40 steps: full at the fraction ``until`` of the run
+    (``divisor = until * iterations / 40``, 150 for LA's 6000 iterations at ``until = 1``), or, with
+    ``divisor``, at ``40 * divisor`` iterations whatever the run's length."""
+    if divisor is not None:
+        return {"schedule": "sigmoid", "c": c, "divisor": divisor, "length": 40}
+    return {"schedule": "sigmoid", "c": c, "until": until, "length": 40}

@@ -16,7 +16,8 @@ Four switchable components (docs/dbisl.md):
 The paper publishes neither k, h, the term weights nor the fusion rule; mtssl's choices are the
 defaults below (k = 1500 as DTC, the SDF weight 0.3 as DTC, ramped consistency and pseudo weights,
 the mean fusion, the disagreement weight), each a config value. ``seg->sdf`` is the paper's
-``exp(-|r|/h)`` kernel over the whole patch (an FFT in float64) with h = 4 voxels: on real LA
+``exp(-|r|/h)`` kernel over the whole patch (an FFT in float64) with h following the patch (4 voxels
+at 112x112x80, ``min(patch) / 20``): on real LA
 labels with logits levelled off at +-10 (as trained networks' are) its normalised map is within
 MSE 0.014 of the SDF target at 112x112x80, where the Gaussian at h = 0.5 scores 0.29 (docs/ops.md).
 For a patch half that size, h = 2 does the same.
@@ -45,7 +46,7 @@ def dbisl(
     pseudo: bool = True,
     uncertainty: Literal["disagreement", "entropy", "none"] = "disagreement",
     k: float = 1500.0,
-    h: float = 4.0,
+    h: float | None = None,
     kernel: Literal["exp", "gauss"] = "exp",
     radius: float | None = None,
     sdf_weight: float = 0.3,
@@ -58,13 +59,17 @@ def dbisl(
     confidence: float = 0.0,
     pseudo_source: Literal["student", "teacher"] = "teacher",
     ema_decay: float = 0.99,
-    ramp_divisor: int = 150,
+    ramp_until: float = 1.0,
+    ramp_divisor: int | None = None,
 ) -> Recipe:
     """DBiSL with every component switchable and every choice the paper leaves open a config value.
 
-    ``ramp_divisor`` sets how fast the transformed-supervision, consistency and pseudo-label
-    weights ramp up: they reach full weight at ``40 * ramp_divisor`` iterations (6000, the LA
-    schedule, by default). A short run needs a smaller divisor, or those terms barely act.
+    ``ramp_until`` sets how fast the transformed-supervision, consistency and pseudo-label weights
+    ramp up: they reach full weight at that fraction of the run (the literature's sigmoid ramp in 40
+    steps; 1.0, the end, as LA's 6000 iterations do), whatever the run's length.
+    ``ramp_divisor`` (iterations per ramp step, full at ``40 * ramp_divisor``) fixes the ramp in
+    iterations instead, as the recorded CPU grids do; when set it wins.
+    ``h`` (the soft SDF's scale) follows the patch unless set: ``min(patch) / 20`` voxels.
     The transformed supervision ramps too: at initialisation the gradient of ``seg->sdf`` against
     the SDF target was measured (issue 14) at 4.8 times the supervised one, pointing against it near
     the boundary.
@@ -82,20 +87,22 @@ def dbisl(
         terms += [Term.of(Supervised("seg")), Term.of(Supervised("sdf"), sdf_weight)]
         if transformed_supervision:
             terms += [
-                Term.of(TransformedSupervised("sdf", "seg"), ramp(transformed_weight, ramp_divisor)),
-                Term.of(TransformedSupervised("seg", "sdf"), ramp(transformed_weight * sdf_weight, ramp_divisor)),
+                Term.of(TransformedSupervised("sdf", "seg"), ramp(transformed_weight, ramp_divisor, ramp_until)),
+                Term.of(
+                    TransformedSupervised("seg", "sdf"), ramp(transformed_weight * sdf_weight, ramp_divisor, ramp_until)
+                ),
             ]
     directions = {True: "both", False: "none"}.get(consistency, consistency)
     if directions in ("both", "sdf->seg"):
-        terms.append(Term.of(CrossTask("sdf", "seg"), ramp(consistency_weight, ramp_divisor)))
+        terms.append(Term.of(CrossTask("sdf", "seg"), ramp(consistency_weight, ramp_divisor, ramp_until)))
     if directions in ("both", "seg->sdf"):
         seg_teacher = CrossTask("seg", "sdf", detach_source=seg_to_sdf_teaches == "sdf")
-        terms.append(Term.of(seg_teacher, ramp(consistency_weight, ramp_divisor)))
+        terms.append(Term.of(seg_teacher, ramp(consistency_weight, ramp_divisor, ramp_until)))
     if pseudo:
         terms.append(
             Term.of(
                 FusedPseudoLabel("seg", "sdf", pseudo_k, fusion, hard, confidence, uncertainty, pseudo_source),
-                ramp(pseudo_weight, ramp_divisor),
+                ramp(pseudo_weight, ramp_divisor, ramp_until),
             )
         )
     if not terms:

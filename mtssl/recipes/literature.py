@@ -38,7 +38,9 @@ def supervised(dice: float = 1.0, ce: float = 1.0, softmax: bool = False, ema_te
 
 
 @RECIPES.register("mean_teacher")
-def mean_teacher(consistency: float = 0.1, ema_decay: float = 0.99, ramp_divisor: int = 150) -> Recipe:
+def mean_teacher(
+    consistency: float = 0.1, ema_decay: float = 0.99, ramp_until: float = 1.0, ramp_divisor: int | None = None
+) -> Recipe:
     """Mean teacher (UA-MT's code): 0.5 (CE + Dice) on labeled samples + ramped MSE to an EMA teacher.
 
     The teacher sees the unlabeled images plus clamped noise and runs in train mode (dropout on).
@@ -48,7 +50,7 @@ def mean_teacher(consistency: float = 0.1, ema_decay: float = 0.99, ramp_divisor
         tasks={"seg": {"task": "seg", "softmax": True}},
         terms=(
             Term.of(Supervised("seg", dice=0.5, ce=0.5)),
-            Term.of(MeanTeacher("seg"), ramp(consistency, ramp_divisor)),
+            Term.of(MeanTeacher("seg"), ramp(consistency, ramp_divisor, ramp_until)),
         ),
         teacher=Teacher(ema_decay, "train"),
     )
@@ -60,7 +62,8 @@ def ua_mt(
     ema_decay: float = 0.99,
     passes: int = 8,
     max_iterations: int = 6000,
-    ramp_divisor: int = 150,
+    ramp_until: float = 1.0,
+    ramp_divisor: int | None = None,
 ) -> Recipe:
     """UA-MT: the mean teacher with consistency masked by the teacher's uncertainty over noisy passes.
 
@@ -72,7 +75,8 @@ def ua_mt(
         terms=(
             Term.of(Supervised("seg", dice=0.5, ce=0.5)),
             Term.of(
-                UncertaintyMeanTeacher("seg", passes, max_iterations=max_iterations), ramp(consistency, ramp_divisor)
+                UncertaintyMeanTeacher("seg", passes, max_iterations=max_iterations),
+                ramp(consistency, ramp_divisor, ramp_until),
             ),
         ),
         teacher=Teacher(ema_decay, "train"),
@@ -80,7 +84,13 @@ def ua_mt(
 
 
 @RECIPES.register("dtc")
-def dtc(consistency: float = 1.0, sdf_weight: float = 0.3, k: float = 1500.0, ramp_divisor: int = 150) -> Recipe:
+def dtc(
+    consistency: float = 1.0,
+    sdf_weight: float = 0.3,
+    k: float = 1500.0,
+    ramp_until: float = 1.0,
+    ramp_divisor: int | None = None,
+) -> Recipe:
     """DTC: Dice(seg) + 0.3 MSE(sdf, SDF(y)) on labeled, + ramped ``mean((sigmoid(-k sdf) - sigmoid(seg))^2)``.
 
     The consistency weight is full at ``40 * ramp_divisor`` iterations (6000, the LA schedule).
@@ -90,14 +100,18 @@ def dtc(consistency: float = 1.0, sdf_weight: float = 0.3, k: float = 1500.0, ra
         terms=(
             Term.of(Supervised("seg", dice=1.0, ce=0.0)),
             Term.of(Supervised("sdf"), sdf_weight),
-            Term.of(CrossTask("sdf", "seg", samples="all"), ramp(consistency, ramp_divisor)),
+            Term.of(CrossTask("sdf", "seg", samples="all"), ramp(consistency, ramp_divisor, ramp_until)),
         ),
     )
 
 
 @RECIPES.register("mcnet")
 def mcnet(
-    decoders: Literal[2, 3] = 2, consistency: float = 1.0, temperature: float = 0.1, ramp_divisor: int = 150
+    decoders: Literal[2, 3] = 2,
+    consistency: float = 1.0,
+    temperature: float = 0.1,
+    ramp_until: float = 1.0,
+    ramp_divisor: int | None = None,
 ) -> Recipe:
     """MC-Net (2 decoders) / MC-Net+ (3): 0.5 * Dice per decoder + ramped mutual consistency to sharpened peers.
 
@@ -110,7 +124,7 @@ def mcnet(
         tasks={"seg": {"task": "seg", "softmax": True}},
         terms=(
             *(Term.of(Supervised(o, dice=0.5, ce=0.0)) for o in outputs),
-            Term.of(MultiDecoder("seg", decoders, temperature), ramp(consistency, ramp_divisor)),
+            Term.of(MultiDecoder("seg", decoders, temperature), ramp(consistency, ramp_divisor, ramp_until)),
         ),
         backbone={"name": "mcnet", "up_sampling": list(up)},
     )

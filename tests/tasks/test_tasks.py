@@ -92,3 +92,18 @@ def test_bad_options():
         TASKS.create("sdf", num_classes=0)
     with pytest.raises(Exception, match=r"'laplace' is not one of 'exp', 'gauss'"):
         TASKS.create("sdf", kernel="laplace")
+
+
+def test_the_soft_sdf_scale_follows_the_patch_unless_set():
+    import torch
+
+    from mtssl.registry import TASKS
+    from mtssl.tasks.sdf import patch_h
+
+    assert patch_h((112, 112, 80)) == 4.0 and patch_h((56, 56, 40)) == 2.0  # the measured choices (docs/ops.md)
+    logits = torch.randn(1, 1, 24, 20, 16, dtype=torch.float64) * 5
+    follows = TASKS.create("sdf", num_classes=1)
+    assert follows.h is None
+    fixed = TASKS.create("sdf", num_classes=1, h=0.8)  # 16 / 20
+    torch.testing.assert_close(follows.from_seg(logits), fixed.from_seg(logits))
+    assert not torch.allclose(follows.from_seg(logits), TASKS.create("sdf", num_classes=1, h=2.0).from_seg(logits))

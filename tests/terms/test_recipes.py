@@ -42,7 +42,11 @@ def test_recipe_trains_and_logs_every_term(tmp_path, recipe):
     records = run(tmp_path, recipe)
     names = {k[5:] for k in records[-1] if k.startswith("loss/")} - {"total"}
     assert names == EXPECTED[recipe]
-    assert records[-1]["loss/total"] < records[0]["loss/total"], (records[0]["loss/total"], records[-1]["loss/total"])
+    # The ramped terms' weights grow over this short run (full at its end), so the weighted total may
+    # grow with them; the labeled loss, at a constant weight, must fall.
+    first, last = records[0]["loss/seg_dice"], records[-1]["loss/seg_dice"]
+    assert last < first, (first, last)
+    assert any(records[0][k] < records[-1][k] for k in records[-1] if k.startswith("weight/"))  # a ramp moved
 
 
 @pytest.mark.parametrize(
