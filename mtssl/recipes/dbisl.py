@@ -17,7 +17,7 @@ The paper publishes neither k, h, the term weights nor the fusion rule; mtssl's 
 defaults below (k = 1500 as DTC, the SDF weight 0.3 as DTC, ramped consistency and pseudo weights,
 the mean fusion, the disagreement weight), each a config value. ``seg->sdf`` is the paper's
 ``exp(-|r|/h)`` kernel over the whole patch (an FFT in float64) with h following the patch (4 voxels
-at 112x112x80, ``min(patch) / 20``): on real LA
+at 112x112x80: the patch's geometric mean side / 25): on real LA
 labels with logits levelled off at +-10 (as trained networks' are) its normalised map is within
 MSE 0.014 of the SDF target at 112x112x80, where the Gaussian at h = 0.5 scores 0.29 (docs/ops.md).
 For a patch half that size, h = 2 does the same.
@@ -69,7 +69,7 @@ def dbisl(
     steps; 1.0, the end, as LA's 6000 iterations do), whatever the run's length.
     ``ramp_divisor`` (iterations per ramp step, full at ``40 * ramp_divisor``) fixes the ramp in
     iterations instead, as the recorded CPU grids do; when set it wins.
-    ``h`` (the soft SDF's scale) follows the patch unless set: ``min(patch) / 20`` voxels.
+    ``h`` (the soft SDF's scale) follows the patch unless set: its geometric mean side / 25 voxels.
     The transformed supervision ramps too: at initialisation the gradient of ``seg->sdf`` against
     the SDF target was measured (issue 14) at 4.8 times the supervised one, pointing against it near
     the boundary.

@@ -100,10 +100,11 @@ def test_the_soft_sdf_scale_follows_the_patch_unless_set():
     from mtssl.registry import TASKS
     from mtssl.tasks.sdf import patch_h
 
-    assert patch_h((112, 112, 80)) == 4.0 and patch_h((56, 56, 40)) == 2.0  # the measured choices (docs/ops.md)
+    # the measured choices (docs/ops.md): 4 at LA's patch, 2 at half its size and at the CPU protocol's
+    assert patch_h((112, 112, 80)) == 4.0 and patch_h((56, 56, 40)) == 2.0 and patch_h((64, 64, 32)) == 2.0
     logits = torch.randn(1, 1, 24, 20, 16, dtype=torch.float64) * 5
     follows = TASKS.create("sdf", num_classes=1)
     assert follows.h is None
-    fixed = TASKS.create("sdf", num_classes=1, h=0.8)  # 16 / 20
+    fixed = TASKS.create("sdf", num_classes=1, h=0.8)  # (24 * 20 * 16) ** (1 / 3) / 25 = 0.79
     torch.testing.assert_close(follows.from_seg(logits), fixed.from_seg(logits))
     assert not torch.allclose(follows.from_seg(logits), TASKS.create("sdf", num_classes=1, h=2.0).from_seg(logits))
