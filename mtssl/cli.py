@@ -176,6 +176,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from mtssl.planner import fingerprint_json, plan_dataset, render_plan
+
+    plan, fp, _ = plan_dataset(args.dataset, args.recipe, args.minutes, args.iterations, args.device)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"mtssl plan: {out} exists; give another --out, or --overwrite to replace it", file=sys.stderr)
+        return 2
+    text = render_plan(plan, fp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".fingerprint.json").write_text(fingerprint_json(fp))
+    print(text, end="")
+    print(f"plan written to {out} (fingerprint: {out.with_suffix('.fingerprint.json')})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``mtssl`` command."""
     import mtssl
@@ -225,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p_pred.add_argument("--overwrite", action="store_true", help="replace prediction files that exist in --out")
     p_pred.set_defaults(func=_cmd_predict)
+    p_plan = sub.add_parser("plan", help="turn a dataset's fingerprint into a commented, runnable config")
+    p_plan.add_argument("dataset", help="an nnU-Net v2 raw dataset folder (dataset.json, imagesTr, labelsTr)")
+    p_plan.add_argument("--recipe", required=True, help="the recipe to plan for, e.g. dbisl or supervised")
+    length = p_plan.add_mutually_exclusive_group(required=True)
+    length.add_argument("--minutes", type=float, help="a time budget: the iterations that fit, timed on this machine")
+    length.add_argument("--iterations", type=int, help="the run's length in iterations")
+    p_plan.add_argument("--device", default="auto", help="plan for this device (default: this machine's)")
+    p_plan.add_argument("--out", required=True, help="the plan's YAML file")
+    p_plan.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p_plan.set_defaults(func=_cmd_plan)
+
     p_bench = sub.add_parser("bench", help="run a grid of recipes x label counts x seeds and tabulate it")
     p_bench.add_argument("grid", help="a grid YAML file")
     p_bench.add_argument("overrides", nargs="*", help="key.sub=value overrides of every cell (use a new --out)")

@@ -28,6 +28,7 @@ from mtssl.data.cases import Case, CaseData, DataError, read_list, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.msd import read_nifti
 from mtssl.data.normalize import normalize_image
+from mtssl.data.resample import downsample_case
 from mtssl.registry import DATASETS
 
 __all__ = ["NNUNetFolder", "nnunet", "read_volume"]
@@ -125,6 +126,30 @@ class NNUNetFolder:
             cases[case] = [files[c] for c in expected]
         return cases
 
+    def read_case(
+        self, case: str, images: list[Path], label_folder: str | None, normalization: str, ct_window: Any
+    ) -> CaseData:
+        """A case's channel files stacked and normalised, and its label from ``label_folder`` (or none)."""
+        arrays, spacing = [], None
+        for path in images:
+            array, spacing = read_volume(path, self.file_ending)
+            bad = int(array.size - np.isfinite(array).sum())
+            if bad:  # counted in the raw file: normalising would spread one NaN over the whole volume
+                raise DataError(f"{path} has {bad} NaN or Inf values in the raw file; clean or re-export it")
+            arrays.append(array)
+        if any(a.shape != arrays[0].shape for a in arrays):
+            raise DataError(f"case {case}: its channel files differ in shape {[a.shape for a in arrays]}")
+        image = normalize_image(np.stack(arrays), normalization, ct_window)
+        label = None
+        if label_folder is not None:
+            path = self.label_file(label_folder, case)
+            if path is None:
+                raise DataError(f"case {case}: no label {case}{self.file_ending} in {self.root / label_folder}")
+            label, _ = read_volume(path, self.file_ending)
+            if label.shape != arrays[0].shape:
+                raise DataError(f"case {case}: label shape {label.shape} differs from its image's {arrays[0].shape}")
+        return CaseData(image, label, spacing or (1.0, 1.0, 1.0))
+
     def label_file(self, folder: str, case: str) -> Path | None:
         path = self.root / folder / f"{case}{self.file_ending}"
         return path if path.is_file() else None
@@ -144,6 +169,7 @@ def nnunet(
     fg_crop_prob: float = 0.0,
     preload: bool = False,
     seed: int = 1337,
+    downsample: int = 1,
 ) -> SegmentationData:
     """An nnU-Net v2 raw dataset (see the module doc), loaded lazily, keeping each volume's spacing.
 
@@ -165,7 +191,12 @@ def nnunet(
         fg_crop_prob: probability of centring a labeled crop on the foreground.
         preload: keep all volumes in memory (the default loads each on use).
         seed: for random choices.
+        downsample: shrink every volume by this integer factor (block means; the majority label) for
+            a CPU-sized run; test and validation cases are scored against their native labels
+            (:mod:`mtssl.data.resample`), as the CPU LA protocol does.
     """
+    if downsample < 1:
+        raise DataError(f"downsample must be a positive integer factor (1 keeps the native grid), got {downsample}")
     folder = NNUNetFolder(root)
     train = folder.cases("imagesTr")
     if not train:
@@ -199,22 +230,9 @@ def nnunet(
         )
 
     def load(case: str, images: list[Path], label_folder: str | None) -> CaseData:
-        arrays, spacing = [], None
-        for path in images:
-            array, spacing = read_volume(path, folder.file_ending)
-            bad = int(array.size - np.isfinite(array).sum())
-            if bad:
-                raise DataError(f"{path} has {bad} NaN or Inf values in the raw file; clean or re-export it")
-            arrays.append(array)
-        if any(a.shape != arrays[0].shape for a in arrays):
-            raise DataError(f"case {case}: its channel files differ in shape {[a.shape for a in arrays]}")
-        image = normalize_image(np.stack(arrays), normalization, ct_window)
-        label = None
-        if label_folder is not None:
-            label_path = folder.label_file(label_folder, case)
-            assert label_path is not None
-            label, _ = read_volume(label_path, folder.file_ending)
-        return CaseData(image, label, spacing or (1.0, 1.0, 1.0))
+        data = folder.read_case(case, images, label_folder, normalization, ct_window)
+        scored = case in split.val or case in split.test
+        return downsample_case(data, downsample, len(folder.class_names), scored and data.label is not None)
 
     cases = [Case(c, lambda c=c: load(c, train[c], "labelsTr" if c in with_label else None)) for c in train]
     test_cases = (
@@ -232,7 +250,7 @@ def nnunet(
         augment=augment,
         fg_crop_prob=fg_crop_prob,
         preload=preload,
-        preprocessing={"normalization": normalization, "ct_window": list(ct_window)},
+        preprocessing={"normalization": normalization, "ct_window": list(ct_window), "downsample": downsample},
         physical_spacing=True,
         class_names=folder.class_names,
     )

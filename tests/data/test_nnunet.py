@@ -135,3 +135,13 @@ def test_a_run_reports_the_class_names(tmp_path, capsys):
     assert metrics["class_names"] == {"1": "ring", "2": "core"} and metrics["cases"] == 2
     out = capsys.readouterr().out
     assert "ring" in out and "core" in out
+
+
+def test_downsampled_cases_are_scored_on_their_native_grid(tmp_path):
+    root = make_nnunet(tmp_path / "d")
+    data = DATASETS.create("nnunet", root=str(root), patch=(8, 8, 8), downsample=2)
+    train, test = data.store["la_000"], data.store["ts_000"]
+    assert train.image.shape == (2, 10, 10, 8) and train.native_label is None
+    assert test.image.shape == (2, 10, 10, 8) and test.native_label.shape == SHAPE and test.factor == 2
+    assert test.spacing == pytest.approx(tuple(2 * s for s in SPACING))
+    assert data.preprocessing["downsample"] == 2

@@ -1,0 +1,80 @@
+"""``mtssl plan``: the planner's rules on synthetic fingerprints, and a plan that trains as written."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from mtssl.cli import main
+from mtssl.planner import PATCH_VOXELS, Fingerprint, downsample_factor, make_plan, plan_patch
+from tests.data.test_nnunet import make_nnunet
+
+
+def synthetic(shape=(192, 142, 88), spacing=(0.625, 0.625, 0.625), channels=("MRI",), n=8):
+    return Fingerprint(
+        root="/data/Dataset001",
+        spatial_dims=3,
+        channels=list(channels),
+        class_names=["atrium"],
+        labeled=n,
+        unlabeled=72,
+        test=20,
+        shapes=[list(shape)] * n,
+        spacings=[list(spacing)] * n,
+        foreground_percentiles=[[-100.0, 40.0, 300.0]] * len(channels),
+        class_fractions={"background": 0.97, "atrium": 0.03},
+    )
+
+
+def test_la_shaped_data_gets_the_measured_protocols():
+    # LA's median volume: on a GPU the literature's 112x112x80 patch at the native grid; on a CPU the
+    # CPU LA protocol's 2x downsampling and 64x64x32 patch (both sized by measurement, docs/la_benchmark.md).
+    assert downsample_factor([192, 142, 88], "cuda") == 1 and plan_patch([192, 142, 88], PATCH_VOXELS["cuda"]) == [
+        112,
+        112,
+        80,
+    ]
+    assert downsample_factor([192, 142, 88], "cpu") == 2
+    cpu = make_plan(synthetic(), "dbisl", "cpu", iterations=500).config
+    assert cpu["data"]["downsample"] == 2 and cpu["data"]["patch"] == [64, 64, 32]
+    assert cpu["eval"]["stride"] == [32, 32, 16] and cpu["data"]["normalization"] == "zscore"
+    assert cpu["recipe"] == {"name": "dbisl"}  # ramps and h follow the run and the patch: nothing to set
+
+
+@pytest.mark.parametrize(
+    ("shape", "budget", "patch"),
+    [
+        ((40, 40, 20), 131072, [32, 32, 16]),  # smaller than a 16-multiple: rounded down, never below 16
+        ((10, 300, 300), 131072, [16, 80, 96]),  # the largest side shrinks first
+        ((512, 512, 512), 131072, [48, 48, 48]),
+    ],
+)
+def test_patches_are_stride_multiples_within_the_budget(shape, budget, patch):
+    planned = plan_patch(list(shape), budget)
+    assert planned == patch
+    assert all(p % 16 == 0 and p >= 16 for p in planned) and planned[0] * planned[1] * planned[2] <= budget
+
+
+def test_ct_is_clipped_to_the_foreground_percentiles_and_spacing_spread_warns():
+    fp = synthetic(channels=("CT",))
+    plan = make_plan(fp, "supervised", "cuda", iterations=10)
+    assert plan.config["data"]["normalization"] == "ct" and plan.config["data"]["ct_window"] == [-100.0, 300.0]
+    assert not plan.warnings
+    spread = dataclasses.replace(fp, spacings=[[0.7, 0.7, 1.0]] * 4 + [[0.7, 0.7, 5.0]] * 4)
+    assert any("spacings differ by more than 10 %" in w for w in make_plan(spread, "dbisl", "cuda", 10).warnings)
+
+
+def test_plan_then_train_as_written(tmp_path, capsys):
+    root = make_nnunet(tmp_path / "Dataset001_Tiny", train=4, labeled=2, test=1, channels=("MRI",))
+    plan = tmp_path / "plan.yaml"
+    assert main(["plan", str(root), "--recipe", "dbisl", "--minutes", "0.5", "--out", str(plan)]) == 0
+    text = plan.read_text()
+    assert "# mtssl plan of" in text and "2 labeled + 2 unlabeled training cases, 1 test cases" in text
+    assert "a step" in text and (tmp_path / "plan.fingerprint.json").is_file()
+    config = yaml.safe_load(text)
+    assert config["data"]["name"] == "nnunet" and config["train"]["iterations"] >= 1
+    assert main(["plan", str(root), "--recipe", "dbisl", "--iterations", "2", "--out", str(plan)]) == 2
+    assert "exists; give another --out, or --overwrite" in capsys.readouterr().err
+    assert main(["plan", str(root), "--recipe", "dbisl", "--iterations", "2", "--out", str(plan), "--overwrite"]) == 0
+    assert main(["train", str(plan), "--out", str(tmp_path / "run"), "train.progress=false"]) == 0
+    assert (tmp_path / "run" / "metrics.json").is_file()
