@@ -35,9 +35,9 @@ def write_case(out: Path, source: Path, name: str, images: str, labels: str | No
         nib.save(nib.Nifti1Image(label, affine), out / labels / f"{name}.nii.gz")
 
 
-def build(la: Path, out: Path, labeled: int) -> None:
-    train = (la / "train.list").read_text().split()
-    test = (la / "test.list").read_text().split()
+def build(la: Path, out: Path, labeled: int, tests: int | None = None, trains: int | None = None) -> None:
+    train = (la / "train.list").read_text().split()[:trains]
+    test = (la / "test.list").read_text().split()[:tests]
     for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     for i, cid in enumerate(train):
@@ -60,6 +60,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the dataset folder to write (must not exist)")
     parser.add_argument("--labeled", type=int, default=8, help="training volumes that keep their label")
+    parser.add_argument("--test", type=int, help="keep only the first N test volumes (default: all 20)")
+    parser.add_argument("--train", type=int, help="keep only the first N training volumes (default: all 80)")
     parser.add_argument("--la", type=Path, help="a restored LA folder (train.list, test.list, <ID>/mri_norm2.h5)")
     parser.add_argument("--src", type=Path, default=SHARED, help="the LA shards and restore.py, when --la is not given")
     args = parser.parse_args()
@@ -67,14 +69,14 @@ def main() -> int:
         print(f"{args.out} exists; give a new folder", file=sys.stderr)
         return 2
     if args.la is not None:
-        build(args.la, args.out, args.labeled)
+        build(args.la, args.out, args.labeled, args.test, args.train)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         restored = Path(tmp) / "la"
         subprocess.run(
             [sys.executable, str(args.src / "restore.py"), str(restored), "--src", str(args.src)], check=True
         )
-        build(restored, args.out, args.labeled)
+        build(restored, args.out, args.labeled, args.test, args.train)
     return 0
 
 

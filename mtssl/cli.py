@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import os
 import sys
@@ -133,19 +134,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from mtssl.engine.predictor import load, plan_outputs, read_input, write_prediction
+def _cmd_evaluate_folder(args: argparse.Namespace) -> int:
+    from mtssl.engine.evaluator import write_metrics
+    from mtssl.engine.folder_scores import class_names_of, score_folders
 
-    inputs = [Path(item) for item in args.inputs]
+    names = class_names_of(args.dataset_json) if args.dataset_json else []
+    summary = score_folders(args.predictions, args.truth, args.classes, names)
+    print_metrics(summary, title="scores")
+    if args.out:
+        out = Path(args.out)
+        if (out / "metrics.json").exists() and not args.overwrite:
+            print(f"mtssl evaluate-folder: {out / 'metrics.json'} exists; --overwrite to replace it", file=sys.stderr)
+            return 2
+        write_metrics(out, summary)
+        print(f"metrics written to {out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mtssl.engine.predictor import gather_inputs, load, plan_outputs, read_case_files, write_prediction
+
+    cases = gather_inputs(args.inputs)  # files, folders, nnU-Net imagesTs (channel files grouped)
     out = Path(args.out)
-    names = plan_outputs(inputs, out, args.probabilities, args.overwrite)  # every name checked before any write
-    predictor = load(args.checkpoint)
+    firsts = [files[0] for _, files in cases]
+    # every output name checked before anything is written
+    names = plan_outputs(firsts, out, args.probabilities, args.overwrite, [name for name, _ in cases])
+    predictor = load(args.checkpoint, tta=args.tta)
     channels = predictor.spec.channels()
-    for path, name in zip(inputs, names):
-        image, meta = read_input(path)
-        probs, labels = predictor(image, source=str(path))
-        target = write_prediction(path, labels, probs, meta, out, args.probabilities, channels, name)
-        print(f"{path} -> {target}")
+    for (grouped, files), name in zip(cases, names):
+        image, meta = read_case_files(files)
+        probs, labels = predictor(image, source=", ".join(map(str, files)))
+        # nnU-Net's channel files (grouped by case) pair with label files of class numbers
+        target = write_prediction(
+            files[0], labels, probs, meta, out, args.probabilities, channels, name, class_values=grouped is not None
+        )
+        print(f"{', '.join(map(str, files))} -> {target}")
     return 0
 
 
@@ -176,6 +199,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from mtssl.config import resolve_config_path, shipped_configs
+
+    if args.action == "list":
+        for name, path in shipped_configs().items():
+            lines = path.read_text().splitlines()
+            head = " ".join(line[2:] for line in itertools.takewhile(lambda x: x.startswith("#"), lines))
+            first = head.split(". ")[0].rstrip(".")
+            print(f"{name:20s} {first[:97] + '...' if len(first) > 100 else first}")
+        return 0
+    if not args.name:
+        print("mtssl config show: name a config (mtssl config list shows them)", file=sys.stderr)
+        return 2
+    text = resolve_config_path(args.name).read_text()
+    if args.out is None:
+        print(text, end="")
+        return 0
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"mtssl config: {out} exists; give another --out, or --overwrite to replace it", file=sys.stderr)
+        return 2
+    out.write_text(text)
+    print(f"{args.name} written to {out}")
+    return 0
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from mtssl.planner import fingerprint_json, plan_dataset, render_plan
 
@@ -199,13 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="mtssl", description="Semi-supervised multi-task segmentation.")
     parser.add_argument("--version", action="version", version=f"mtssl {mtssl.__version__}")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module first (repeatable), e.g. one that registers your own recipe or backbone",
+    )
     sub = parser.add_subparsers(dest="command")
     p_list = sub.add_parser("list", help="list what is registered: backbones, tasks, transforms, ...")
     p_list.add_argument("kind", nargs="?", help="one registry: backbone, task, transform, term, recipe, dataset")
     p_list.set_defaults(func=_cmd_list)
 
     p_train = sub.add_parser("train", help="train a recipe, then test it")
-    p_train.add_argument("config", help="a YAML config")
+    p_train.add_argument("config", help="a YAML config, or the name of a shipped one (mtssl config list)")
     p_train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p_train.add_argument("--out", help="the run folder (default: runs/<config name>)")
     p_train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
@@ -235,13 +292,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_eval.set_defaults(func=_cmd_evaluate)
 
+    p_score = sub.add_parser(
+        "evaluate-folder", help="score label files on disk against the truth, with the metrics a run's test uses"
+    )
+    p_score.add_argument("predictions", help="a folder of predicted label maps (<case>.nii.gz, ...)")
+    p_score.add_argument("truth", help="a folder of true label maps with the same case names (labelsTs)")
+    p_score.add_argument("--classes", type=int, help="foreground classes (default: the largest in the truth)")
+    p_score.add_argument("--dataset-json", help="a dataset.json whose labels name the classes")
+    p_score.add_argument("--out", help="a folder to write metrics.json and metrics.csv into")
+    p_score.add_argument("--overwrite", action="store_true", help="replace the metrics in --out")
+    p_score.set_defaults(func=_cmd_evaluate_folder)
+
     p_pred = sub.add_parser("predict", help="segment images with a checkpoint")
     p_pred.add_argument("checkpoint", help="a .pt checkpoint or a run folder")
-    p_pred.add_argument("inputs", nargs="+", help="NIfTI, h5, PNG/TIFF or .npy files")
+    p_pred.add_argument(
+        "inputs", nargs="+", help="NIfTI, h5, PNG/TIFF or .npy files, or folders of them (nnU-Net's imagesTs too)"
+    )
+    p_pred.add_argument("--tta", action="store_true", help="average over the image mirrored along its axes")
     p_pred.add_argument("--out", required=True, help="output folder")
     p_pred.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p_pred.add_argument("--overwrite", action="store_true", help="replace prediction files that exist in --out")
     p_pred.set_defaults(func=_cmd_predict)
+    p_config = sub.add_parser("config", help="the example configs that ship with mtssl: list them, print one")
+    p_config.add_argument("action", choices=["list", "show"], help="list the configs, or show one")
+    p_config.add_argument(
+        "name", nargs="?", help="with show: a config's name (mtssl config show phantom_dbisl > my.yaml)"
+    )
+    p_config.add_argument("--out", help="with show: write the config to this file instead of printing it")
+    p_config.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p_config.set_defaults(func=_cmd_config)
+
     p_plan = sub.add_parser("plan", help="turn a dataset's fingerprint into a commented, runnable config")
     p_plan.add_argument("dataset", help="an nnU-Net v2 raw dataset folder (dataset.json, imagesTr, labelsTr)")
     p_plan.add_argument("--recipe", required=True, help="the recipe to plan for, e.g. dbisl or supervised")
@@ -267,6 +347,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_modules(names: Sequence[str]) -> None:
+    """Import ``--import`` modules (the working directory first on the path, as ``python -m`` has it), so
+    that what they register is there for the command: train, evaluate and predict a run of your recipe."""
+    import importlib
+
+    from mtssl.config import ConfigError
+
+    if names and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(f"--import {name}: {type(exc).__name__}: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mtssl`` command with ``argv`` (``sys.argv[1:]`` when ``None``); return the exit code."""
     from mtssl.config import ConfigError
@@ -287,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        _import_modules(args.imports)
         return args.func(args)
     except (ConfigError, DataError, CheckpointError, RegistryError, RunFolderError) as exc:
         print(f"mtssl {args.command}: {exc}", file=sys.stderr)
@@ -294,6 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as exc:  # the NaN stop: named and explained, the checkpoints kept
         print(f"mtssl {args.command}: {exc}; the last checkpoint is kept (--resume after the fix)", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (mtssl config list | head): nothing more to say
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except OSError as exc:  # a read-only folder, a name too long, a full disk: the file and the reason
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"mtssl {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)

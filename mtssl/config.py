@@ -30,6 +30,8 @@ __all__ = [
     "load_config",
     "load_yaml",
     "read_yaml",
+    "resolve_config_path",
+    "shipped_configs",
 ]
 
 T = TypeVar("T")
@@ -87,6 +89,28 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """``" (did you mean 'x', 'y'?)"`` for the close matches of ``word``, or ``""`` when there are none."""
     matches = close_matches(word, candidates)
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The example configs that ship in the package (``mtssl/configs/*.yaml``), by name."""
+    folder = Path(__file__).resolve().parent / "configs"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` when it is a file, else the shipped config of that name (``phantom_dbisl``), else an error
+    naming both ways to give a config."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = shipped_configs()
+    name = given.name[: -len(".yaml")] if given.name.endswith(".yaml") else given.name
+    if given.parent == Path(".") and name in shipped:
+        return shipped[name]
+    raise ConfigError(
+        f"config file not found: {given} (give the path to a .yaml file, or the name of a shipped config: "
+        f"{', '.join(shipped) or 'none'}{did_you_mean(name, shipped)}; mtssl config show NAME prints one)"
+    )
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -152,8 +176,9 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Load a YAML config and apply dotted overrides (see :func:`apply_overrides`)."""
-    return apply_overrides(load_yaml(path), overrides)
+    """Load a YAML config (a file, or a shipped config's name: :func:`resolve_config_path`) and apply
+    dotted overrides (see :func:`apply_overrides`)."""
+    return apply_overrides(load_yaml(resolve_config_path(path)), overrides)
 
 
 def _deep_copy(value: Any) -> Any:

@@ -40,11 +40,13 @@ import numpy as np
 
 __all__ = ["Fingerprint", "Plan", "fingerprint", "make_plan", "plan_dataset", "render_plan"]
 
-# Patch voxel budgets: LA's literature patch on a GPU, the CPU LA protocol's on a CPU (both measured).
-PATCH_VOXELS = {"cuda": 112 * 112 * 80, "cpu": 64 * 64 * 32}
+# Patch voxel budgets by device and dimensions: in 3D LA's literature patch on a GPU and the CPU LA
+# protocol's on a CPU (both measured); in 2D the ISBI 2012 config's 256x256 on a CPU and 512x512 on a
+# GPU (chosen, not measured).
+PATCH_VOXELS = {("cuda", 3): 112 * 112 * 80, ("cpu", 3): 64 * 64 * 32, ("cuda", 2): 512 * 512, ("cpu", 2): 256 * 256}
 # On a CPU a volume is shrunk by an integer factor until it holds at most this many voxels (the CPU LA
-# protocol's 2x gives 96x71x44 = 300k from LA's median 192x142x88).
-CPU_VOLUME_VOXELS = 400_000
+# protocol's 2x gives 96x71x44 = 300k from LA's median 192x142x88); an image, 512x512 pixels.
+CPU_VOLUME_VOXELS = {3: 400_000, 2: 512 * 512}
 STRIDE = 16  # V-Net's: every side of its input a multiple of 16
 
 
@@ -102,7 +104,7 @@ def fingerprint(root: str | Path, max_cases: int = 20) -> Fingerprint:
     total = max(counts.sum(), 1)
     return Fingerprint(
         root=str(folder.root),
-        spatial_dims=3,
+        spatial_dims=folder.spatial_dims,
         channels=folder.channels,
         class_names=folder.class_names,
         labeled=len(labeled),
@@ -128,8 +130,8 @@ def downsample_factor(median_shape: list[int], device: str) -> int:
     """On a CPU, the smallest integer factor bringing the median volume under :data:`CPU_VOLUME_VOXELS`."""
     if device != "cpu":
         return 1
-    factor = 1
-    while math.prod(math.ceil(n / factor) for n in median_shape) > CPU_VOLUME_VOXELS:
+    factor, budget = 1, CPU_VOLUME_VOXELS[len(median_shape)]
+    while math.prod(math.ceil(n / factor) for n in median_shape) > budget:
         factor += 1
     return factor
 
@@ -155,7 +157,8 @@ def make_plan(fp: Fingerprint, recipe: str, device: str, iterations: int | None 
         )
     factor = downsample_factor(fp.median_shape, device)
     shrunk = [math.ceil(n / factor) for n in fp.median_shape]
-    patch = plan_patch(shrunk, PATCH_VOXELS[device])
+    budget = PATCH_VOXELS[device, fp.spatial_dims]
+    patch = plan_patch(shrunk, budget)
     ct = all(name.strip().lower() == "ct" for name in fp.channels)
     window = [fp.foreground_percentiles[0][0], fp.foreground_percentiles[0][2]] if ct else None
     data: dict[str, Any] = {
@@ -170,14 +173,14 @@ def make_plan(fp: Fingerprint, recipe: str, device: str, iterations: int | None 
     if window is not None:
         data["ct_window"] = window
     why["data.downsample"] = f"median volume {'x'.join(map(str, fp.median_shape))}; " + (
-        f"shrunk {factor}x to {'x'.join(map(str, shrunk))}, under {CPU_VOLUME_VOXELS:,} voxels for a CPU "
-        "(scored on the native grid)"
+        f"shrunk {factor}x to {'x'.join(map(str, shrunk))}, "
+        f"under {CPU_VOLUME_VOXELS[fp.spatial_dims]:,} voxels for a CPU (scored on the native grid)"
         if factor > 1
         else "kept at its native grid"
     )
     why["data.patch"] = (
         f"the median shape{' after downsampling' if factor > 1 else ''} in multiples of 16 (V-Net's stride), "
-        f"its largest side shrunk until it holds at most {PATCH_VOXELS[device]:,} voxels ({device})"
+        f"its largest side shrunk until it holds at most {budget:,} voxels ({device}, {fp.spatial_dims}D)"
     )
     why["data.normalization"] = (
         f"CT: clipped to the foreground's 0.5-99.5 percentiles {window}, scaled to [0, 1]"
@@ -185,7 +188,7 @@ def make_plan(fp: Fingerprint, recipe: str, device: str, iterations: int | None 
         else f"{', '.join(fp.channels)}: z-score per volume and channel (not CT)"
     )
     why["data.fg_crop_prob"] = "a third of the labeled crops centred on the foreground (nnU-Net's oversampling)"
-    why["data.preload"] = f"{fp.labeled + fp.unlabeled + fp.test} volumes read once into memory"
+    why["data.preload"] = f"{fp.labeled + fp.unlabeled + fp.test} cases read once into memory"
     config = {
         "recipe": {"name": recipe},
         "data": data,

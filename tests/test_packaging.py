@@ -54,6 +54,26 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(tmp_path):
     )
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert "dbisl" in listed.stdout and "supervised" in listed.stdout
+    # The example configs ship in the wheel: listed, shown, and trained by name outside any clone.
+    assert "mtssl/configs/phantom_supervised.yaml" in names
+    mtssl_bin = str(env_dir / "bin" / "mtssl")
+    configs = subprocess.run([mtssl_bin, "config", "list"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert configs.returncode == 0 and "phantom_dbisl" in configs.stdout, configs.stderr[-2000:]
+    shown = subprocess.run(
+        [mtssl_bin, "config", "show", "phantom_supervised", "--out", "mine.yaml"], cwd=tmp_path, env=env
+    )
+    assert (
+        shown.returncode == 0
+        and (tmp_path / "mine.yaml").read_text() == (REPO / "mtssl" / "configs" / "phantom_supervised.yaml").read_text()
+    )
+    dry = subprocess.run(
+        [mtssl_bin, "train", "phantom_supervised", "--dry-run", "--no-data-check"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert dry.returncode == 0 and "recipe=supervised" in dry.stdout, dry.stderr[-2000:]
 
 
 def test_citation_cff():

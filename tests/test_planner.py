@@ -29,7 +29,7 @@ def synthetic(shape=(192, 142, 88), spacing=(0.625, 0.625, 0.625), channels=("MR
 def test_la_shaped_data_gets_the_measured_protocols():
     # LA's median volume: on a GPU the literature's 112x112x80 patch at the native grid; on a CPU the
     # CPU LA protocol's 2x downsampling and 64x64x32 patch (both sized by measurement, docs/la_benchmark.md).
-    assert downsample_factor([192, 142, 88], "cuda") == 1 and plan_patch([192, 142, 88], PATCH_VOXELS["cuda"]) == [
+    assert downsample_factor([192, 142, 88], "cuda") == 1 and plan_patch([192, 142, 88], PATCH_VOXELS["cuda", 3]) == [
         112,
         112,
         80,
@@ -78,3 +78,25 @@ def test_plan_then_train_as_written(tmp_path, capsys):
     assert main(["plan", str(root), "--recipe", "dbisl", "--iterations", "2", "--out", str(plan), "--overwrite"]) == 0
     assert main(["train", str(plan), "--out", str(tmp_path / "run"), "train.progress=false"]) == 0
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_a_2d_png_folder_plans_trains_predicts_and_scores(tmp_path, capsys):
+    import json
+
+    from tests.data.test_nnunet import make_nnunet_2d
+
+    root = make_nnunet_2d(tmp_path / "Dataset002_Cells", train=4, labeled=2, test=2)
+    plan = tmp_path / "plan.yaml"
+    assert main(["plan", str(root), "--recipe", "supervised", "--iterations", "3", "--out", str(plan)]) == 0
+    config = yaml.safe_load(plan.read_text())
+    assert config["data"]["patch"] == [64, 48] and config["data"]["downsample"] == 1  # a 2D patch, stride 16
+    assert "(cpu, 2D)" in plan.read_text() or "(cuda, 2D)" in plan.read_text()
+    assert main(["train", str(plan), "--out", str(tmp_path / "run"), "train.progress=false"]) == 0
+    preds = tmp_path / "preds"
+    assert main(["predict", str(tmp_path / "run"), str(root / "imagesTs"), "--out", str(preds)]) == 0
+    assert sorted(p.name for p in preds.iterdir()) == ["ts_000.png", "ts_001.png"]  # class numbers, as the labels
+    assert main(["evaluate-folder", str(preds), str(root / "labelsTs"), "--out", str(tmp_path / "scores")]) == 0
+    scored = json.loads((tmp_path / "scores" / "metrics.json").read_text())
+    tested = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert scored["units"]["hd95"] == "voxels"
+    assert [r["dice"] for r in scored["per_case"]] == pytest.approx([r["dice"] for r in tested["per_case"]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -11,7 +12,17 @@ import numpy as np
 
 from mtssl.files import atomic_write_json
 
-__all__ = ["Case", "CaseData", "DataError", "Split", "check_case", "numeric_array", "read_list", "select_split"]
+__all__ = [
+    "Case",
+    "CaseData",
+    "DataError",
+    "Split",
+    "check_case",
+    "numeric_array",
+    "read_json",
+    "read_list",
+    "select_split",
+]
 
 
 class DataError(ValueError):
@@ -91,6 +102,16 @@ def check_case(case_id: str, image: np.ndarray, label: np.ndarray | None, num_cl
             f"case {case_id}: label values {values[:10].tolist()} lie outside 0..{num_classes} "
             f"(num_classes={num_classes} foreground classes); set num_classes or remap the labels"
         )
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file's value, or a :class:`DataError` naming ``what`` it is and why it does not parse."""
+    if not path.is_file():
+        raise DataError(f"{what} {path} not found")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{what} {path} is not valid JSON ({exc})") from None
 
 
 def read_list(path: str | Path) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mtssl.data.cases import Case, CaseData, DataError, read_list, select_split
+from mtssl.data.cases import Case, CaseData, DataError, read_json, read_list, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.normalize import normalize_image
 from mtssl.registry import DATASETS
@@ -94,12 +94,7 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
 
 def _read_split(path: Path) -> tuple[list[str], list[str]]:
     """A split file's ``train`` and ``test`` lists of case ids, with an error naming what is wrong."""
-    if not path.is_file():
-        raise DataError(f"data.split_file {path} not found")
-    try:
-        chosen = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"data.split_file {path} is not valid JSON ({exc})") from None
+    chosen = read_json(path, "data.split_file")
     lists = [chosen.get(k) if isinstance(chosen, dict) else None for k in ("train", "test")]
     if not all(isinstance(x, list) and all(isinstance(c, str) for c in x) for x in lists):
         raise DataError(

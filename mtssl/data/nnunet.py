@@ -17,24 +17,36 @@ are what tables and ``metrics.json`` show.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from mtssl.data.cases import Case, CaseData, DataError, read_list, select_split
+from mtssl.data.cases import Case, CaseData, DataError, read_json, read_list, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.msd import read_nifti
 from mtssl.data.normalize import normalize_image
 from mtssl.data.resample import downsample_case
 from mtssl.registry import DATASETS
 
-__all__ = ["NNUNetFolder", "nnunet", "read_volume"]
+__all__ = ["NNUNetFolder", "nnunet", "read_channels", "read_volume"]
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 ITK_ENDINGS = (".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_ENDINGS = (".png", ".tif", ".tiff", ".bmp")  # nnU-Net's 2D natural images
+
+
+def read_channels(path: Path, file_ending: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """One file as ``(c, *S)`` float32 channels and its spacing: a volume file holds one channel; a 2D
+    image (PNG, TIFF, BMP, as nnU-Net's natural images) may hold several (RGB: 3), spacing 1."""
+    if file_ending in IMAGE_ENDINGS:
+        from mtssl.data.images2d import read_image
+
+        image = read_image(path).astype(np.float32)
+        return (image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)), (1.0, 1.0)
+    volume, spacing = read_volume(path, file_ending)
+    return volume[None], spacing
 
 
 def read_volume(path: Path, file_ending: str) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -70,10 +82,7 @@ class NNUNetFolder:
         meta_path = self.root / "dataset.json"
         if not meta_path.is_file():
             raise DataError(f"{meta_path} not found: an nnU-Net v2 dataset holds dataset.json, imagesTr/ and labelsTr/")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{meta_path} is not valid JSON ({exc})") from None
+        meta = read_json(meta_path, "the nnU-Net dataset.json")
         if not isinstance(meta, dict) or not isinstance(meta.get("channel_names"), dict):
             raise DataError(
                 f"{meta_path} has no 'channel_names' (an nnU-Net v2 dataset.json names each input channel: "
@@ -81,10 +90,10 @@ class NNUNetFolder:
             )
         self.meta = meta
         self.file_ending = str(meta.get("file_ending", ".nii.gz"))
-        if self.file_ending not in (*NIFTI_ENDINGS, *ITK_ENDINGS):
-            raise DataError(
-                f"{meta_path}: file_ending {self.file_ending!r} is not one of {NIFTI_ENDINGS + ITK_ENDINGS}"
-            )
+        endings = (*NIFTI_ENDINGS, *ITK_ENDINGS, *IMAGE_ENDINGS)
+        if self.file_ending not in endings:
+            raise DataError(f"{meta_path}: file_ending {self.file_ending!r} is not one of {endings}")
+        self.spatial_dims = 2 if self.file_ending in IMAGE_ENDINGS else 3
         self.channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
         self.class_names = self._classes(meta.get("labels"), meta_path)
 
@@ -116,7 +125,8 @@ class NNUNetFolder:
                 found.setdefault(match["case"], {})[int(match["channel"])] = path
         cases = {}
         for case, files in found.items():
-            expected = list(range(len(self.channels)))
+            # one file a channel; a 2D image file may hold them all (an RGB PNG as _0000)
+            expected = list(range(len(self.channels))) if self.spatial_dims == 3 or len(files) > 1 else [0]
             if sorted(files) != expected:
                 names = ", ".join(f"{case}_{c:04d}{self.file_ending}" for c in expected)
                 raise DataError(
@@ -132,23 +142,29 @@ class NNUNetFolder:
         """A case's channel files stacked and normalised, and its label from ``label_folder`` (or none)."""
         arrays, spacing = [], None
         for path in images:
-            array, spacing = read_volume(path, self.file_ending)
+            array, spacing = read_channels(path, self.file_ending)
             bad = int(array.size - np.isfinite(array).sum())
             if bad:  # counted in the raw file: normalising would spread one NaN over the whole volume
                 raise DataError(f"{path} has {bad} NaN or Inf values in the raw file; clean or re-export it")
             arrays.append(array)
-        if any(a.shape != arrays[0].shape for a in arrays):
-            raise DataError(f"case {case}: its channel files differ in shape {[a.shape for a in arrays]}")
-        image = normalize_image(np.stack(arrays), normalization, ct_window)
+        if any(a.shape[1:] != arrays[0].shape[1:] for a in arrays):
+            raise DataError(f"case {case}: its channel files differ in shape {[a.shape[1:] for a in arrays]}")
+        stacked = np.concatenate(arrays)
+        if len(stacked) != len(self.channels):
+            raise DataError(
+                f"case {case}: {len(stacked)} channel(s) in its files, but dataset.json names {len(self.channels)} "
+                f"({', '.join(self.channels)})"
+            )
+        image = normalize_image(stacked, normalization, ct_window)
         label = None
         if label_folder is not None:
             path = self.label_file(label_folder, case)
             if path is None:
                 raise DataError(f"case {case}: no label {case}{self.file_ending} in {self.root / label_folder}")
-            label, _ = read_volume(path, self.file_ending)
-            if label.shape != arrays[0].shape:
-                raise DataError(f"case {case}: label shape {label.shape} differs from its image's {arrays[0].shape}")
-        return CaseData(image, label, spacing or (1.0, 1.0, 1.0))
+            label = read_channels(path, self.file_ending)[0][0]
+            if label.shape != stacked.shape[1:]:
+                raise DataError(f"case {case}: label shape {label.shape} differs from its image's {stacked.shape[1:]}")
+        return CaseData(image, label, spacing or (1.0,) * self.spatial_dims)
 
     def label_file(self, folder: str, case: str) -> Path | None:
         path = self.root / folder / f"{case}{self.file_ending}"
@@ -164,7 +180,7 @@ def nnunet(
     test_fraction: float = 0.2,
     normalization: Literal["zscore", "ct"] = "zscore",
     ct_window: tuple[float, float] = (-125.0, 275.0),
-    patch: tuple[int, int, int] = (96, 96, 96),
+    patch: tuple[int, ...] | None = None,
     augment: tuple[str | dict[str, Any], ...] = ("rot90", "flip", "crop"),
     fg_crop_prob: float = 0.0,
     preload: bool = False,
@@ -176,7 +192,8 @@ def nnunet(
     Training cases with a file in ``labelsTr`` are labeled (``labeled`` picks among them: a count,
     the first N by default, a list file, or None for all); those without one are unlabeled. The
     test set is ``imagesTs`` scored against ``labelsTs``; without ``labelsTs`` a seeded
-    ``test_fraction`` of the labeled cases is held out instead.
+    ``test_fraction`` of the labeled cases is held out instead. A ``file_ending`` of ``.png``,
+    ``.tif`` or ``.bmp`` makes it a 2D data set (nnU-Net's natural images: an RGB file is 3 channels).
 
     Args:
         root: the dataset folder (``Dataset001_Name``).
@@ -186,7 +203,7 @@ def nnunet(
         test_fraction: labeled cases held out for testing when the folder has no ``labelsTs``.
         normalization: ``"zscore"`` per volume and channel, or ``"ct"``: clip to ``ct_window``, scale to [0, 1].
         ct_window: the CT window in HU.
-        patch: training crop.
+        patch: training crop (default: 96^3 for volumes, 256^2 for 2D images).
         augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
         fg_crop_prob: probability of centring a labeled crop on the foreground.
         preload: keep all volumes in memory (the default loads each on use).
@@ -245,12 +262,12 @@ def nnunet(
         test_cases,
         split,
         num_classes=len(folder.class_names),
-        spatial_dims=3,
-        patch=patch,
+        spatial_dims=folder.spatial_dims,
+        patch=patch or ((96, 96, 96) if folder.spatial_dims == 3 else (256, 256)),
         augment=augment,
         fg_crop_prob=fg_crop_prob,
         preload=preload,
         preprocessing={"normalization": normalization, "ct_window": list(ct_window), "downsample": downsample},
-        physical_spacing=True,
+        physical_spacing=folder.spatial_dims == 3,  # PNGs carry no spacing: their distances are in pixels
         class_names=folder.class_names,
     )

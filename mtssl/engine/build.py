@@ -35,6 +35,7 @@ __all__ = [
     "named_section",
     "plain",
     "resolved_config",
+    "run_config",
     "seed_run",
 ]
 
@@ -102,6 +103,18 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     run: dict[str, Any] | None = None
+
+
+def run_config(config: Mapping[str, Any]) -> RunConfig:
+    """``config`` validated into a :class:`RunConfig`, refusing one that does not say how long to train
+    (``train.iterations``): a default of the LA protocol's 6000 iterations would be a silent trap."""
+    train = config.get("train")
+    if not isinstance(train, Mapping) or "iterations" not in train:
+        raise ConfigError(
+            "train.iterations is missing: say how long to train (the LA protocol trains 6000 iterations; "
+            "mtssl plan DATASET --minutes M picks the iterations that fit a time budget)"
+        )
+    return build_dataclass(RunConfig, config)
 
 
 def named_section(section: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,11 +59,13 @@ class Predictor:
     """Predicts probabilities and labels of whole images with the checkpoint's own inference spec.
 
     Call it with an array (spatial dims only, or channels first) or a file path; it returns
-    ``(probabilities (K, *S) float32, labels (*S) uint8)`` as numpy arrays.
+    ``(probabilities (K, *S) float32, labels (*S) uint8)`` as numpy arrays. With ``tta`` the
+    probabilities are averaged over the image mirrored along every subset of its spatial axes (8
+    passes in 3D, 4 in 2D), each mirrored back first: nnU-Net's test-time augmentation.
     """
 
-    def __init__(self, model: MultiTaskModel, spec: InferenceSpec, device: torch.device) -> None:
-        self.model, self.spec, self.device = model.eval(), spec, device
+    def __init__(self, model: MultiTaskModel, spec: InferenceSpec, device: torch.device, tta: bool = False) -> None:
+        self.model, self.spec, self.device, self.tta = model.eval(), spec, device, tta
         # the evaluator's window prediction: the tested output's probabilities, as in training-time tests
         self._predict = window_predictor(model, spec.output, device)
 
@@ -101,20 +105,29 @@ class Predictor:
             what = str(x)
             x, _ = read_input(x)
         image = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        image = self.normalize(self._channels_first(image.astype(np.float32, copy=False), what))
+        # the raw dtype goes to the normalisation: "unit" divides an integer image by its dtype's maximum
+        image = self.normalize(self._channels_first(image, what))
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         spec = self.spec
-        # trained on images shrunk by spec.downsample: the probabilities are upsampled back
-        probs = sliding_window(self._predict, downsample_image(tensor, spec.downsample), spec.patch, spec.stride)
-        probs = upsample_probabilities(probs, tuple(tensor.shape[1:]), spec.downsample)
+        spatial = range(1, tensor.ndim)
+        mirrors = [a for r in range(len(spatial) + 1) for a in itertools.combinations(spatial, r)] if self.tta else [()]
+        probs = sum(self._probabilities(tensor.flip(axes)).flip(axes) for axes in mirrors) / len(mirrors)
         labels = probabilities_to_labels(probs, spec.softmax, spec.threshold).cpu().numpy()
         if spec.lcc:
             labels = largest_component(labels, spec.num_classes)
         return probs.cpu().numpy(), labels.astype(np.uint8)
 
+    def _probabilities(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``(C, *S)`` normalised image to ``(K, *S)`` probabilities: sliding windows on the grid the model
+        was trained on (shrunk by ``spec.downsample``), upsampled back."""
+        spec = self.spec
+        probs = sliding_window(self._predict, downsample_image(tensor, spec.downsample), spec.patch, spec.stride)
+        return upsample_probabilities(probs, tuple(tensor.shape[1:]), spec.downsample)
 
-def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Predictor:
-    """A :class:`Predictor` from a checkpoint file or a run folder (never imports the training loop)."""
+
+def load(checkpoint: str | Path, device: str | torch.device | None = None, tta: bool = False) -> Predictor:
+    """A :class:`Predictor` from a checkpoint file or a run folder (never imports the training loop);
+    ``tta`` averages over mirrored copies (:class:`Predictor`)."""
     from mtssl.config import build_dataclass
     from mtssl.engine.build import RunConfig, build_recipe, build_run_model
     from mtssl.engine.distributed import pick_device
@@ -141,7 +154,7 @@ def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Pr
     model = build_run_model(cfg, recipe, *sizes)
     load_state_checked(model, state["model"], str(path))
     dev = pick_device(str(device)) if device is not None else pick_device("auto")
-    return Predictor(model.to(dev), spec, dev)
+    return Predictor(model.to(dev), spec, dev, tta)
 
 
 def output_format(path: Path) -> str:
@@ -157,15 +170,57 @@ def output_format(path: Path) -> str:
 
 
 def output_files(path: Path, name: str, with_probs: bool) -> dict[str, str]:
-    """The files a prediction of the input ``path`` writes, named ``<name>_pred`` and ``<name>_prob``:
-    ``{"labels": file, "probabilities": file, "channels": file}`` (the last two with ``with_probs``)."""
+    """The files a prediction of the input ``path`` writes: the labels under the case's own name
+    (``<name>.nii.gz``, as nnU-Net names its predictions, so that they pair with the label files), and
+    with ``with_probs`` ``<name>_prob`` and ``<name>_prob.json``:
+    ``{"labels": file, "probabilities": file, "channels": file}``."""
     fmt = output_format(path)
     labels = {"nifti": ".nii.gz", "h5": ".h5", "image": ".png", "npy": ".npy"}[fmt]
-    files = {"labels": f"{name}_pred{labels}"}
+    files = {"labels": f"{name}{labels}"}
     if with_probs:
         files["probabilities"] = {"nifti": f"{name}_prob.nii.gz", "h5": files["labels"]}.get(fmt, f"{name}_prob.npy")
         files["channels"] = f"{name}_prob.json"
     return files
+
+
+READABLE = (".nii.gz", ".nii", ".h5", ".hdf5", ".npy", ".png", ".tif", ".tiff")
+CHANNEL_FILE = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})(?P<ending>\.nii\.gz|\.nii|\.png|\.tiff?|\.bmp)")
+
+
+def gather_inputs(items: Sequence[str | Path]) -> list[tuple[str | None, list[Path]]]:
+    """Expand the inputs of ``mtssl predict`` into cases: ``(name, files)``, one file a case, except in a
+    folder of nnU-Net channel files (``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ...), whose files
+    are grouped into one multi-channel case named ``<case>``. ``name`` is ``None`` where the file's
+    own name serves (:func:`plan_outputs` makes those unique)."""
+    cases: list[tuple[str | None, list[Path]]] = []
+    for item in map(Path, items):
+        if not item.is_dir():
+            cases.append((None, [item]))
+            continue
+        files = sorted(p for p in item.iterdir() if p.is_file() and p.name.lower().endswith(READABLE))
+        if not files:
+            raise DataError(f"{item} holds no image files ({', '.join(READABLE)})")
+        matches = [CHANNEL_FILE.fullmatch(p.name) for p in files]
+        if all(matches):
+            groups: dict[str, list[Path]] = {}
+            for m, path in zip(matches, files):
+                assert m is not None
+                groups.setdefault(m["case"], []).append(path)
+            cases += [(case, paths) for case, paths in groups.items()]
+        else:
+            cases += [(None, [p]) for p in files]
+    return cases
+
+
+def read_case_files(files: Sequence[Path]) -> tuple[np.ndarray, dict[str, Any]]:
+    """One case's image from its file (or, for nnU-Net channel files, the channels stacked first) and
+    the first file's metadata, to write the prediction back like it."""
+    arrays, metas = zip(*(read_input(p) for p in files))
+    if len(arrays) == 1:
+        return arrays[0], metas[0]
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise DataError(f"the channel files {[p.name for p in files]} differ in shape {[a.shape for a in arrays]}")
+    return np.stack(arrays), metas[0]
 
 
 def case_name(path: Path) -> str:
@@ -174,22 +229,36 @@ def case_name(path: Path) -> str:
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
 
 
-def plan_outputs(inputs: Sequence[Path], out: Path, with_probs: bool, overwrite: bool = False) -> list[str]:
-    """The output name of each input, checked before anything is written.
+def plan_outputs(
+    inputs: Sequence[Path], out: Path, with_probs: bool, overwrite: bool = False, names: Sequence[str | None] = ()
+) -> list[str]:
+    """The output name of each input (or the given ``names``, where not ``None``), checked before anything
+    is written.
 
     Inputs whose case names collide (LA's ``<ID>/mri_norm2.h5``) are named after their folders as well
     (``<ID>_mri_norm2``). Refused, naming the files: two inputs that would still write the same file
     (``case.nii`` and ``case.nii.gz``), an output that is one of the inputs, and an existing file
     (unless ``overwrite``): a prediction never replaces a file it did not just write.
     """
-    names = [case_name(p) for p in inputs]
+    given = list(names) or [None] * len(inputs)
+    fixed = [n is not None for n in given]
+    names = [n if n is not None else case_name(p) for n, p in zip(given, inputs)]
+    original = list(names)
+    # Colliding names from different folders take their folders' names; inputs of one folder that still
+    # collide (case.nii beside case.nii.gz) keep theirs, and are refused below.
+    folders: dict[str, set[Path]] = {}
+    for p, n in zip(inputs, names):
+        folders.setdefault(n, set()).add(p.resolve().parent)
+    resolvable = {n for n, where in folders.items() if len(where) == names.count(n) > 1}
     for depth in range(1, 4):
         counts = Counter(names)
         if all(counts[n] == 1 for n in names):
             break
         names = [
-            "_".join([*p.resolve().parts[-1 - depth : -1], case_name(p)]) if counts[n] > 1 else n
-            for p, n in zip(inputs, names)
+            "_".join([*p.resolve().parts[-1 - depth : -1], case_name(p)])
+            if counts[n] > 1 and not f and o in resolvable
+            else n
+            for p, n, f, o in zip(inputs, names, fixed, original)
         ]
     targets: dict[Path, Path] = {}
     sources = {p.resolve() for p in inputs}
@@ -224,12 +293,14 @@ def write_prediction(
     with_probs: bool,
     channels: Mapping[str, Any] | None = None,
     name: str | None = None,
+    class_values: bool = False,
 ) -> Path:
     """Write a prediction of the input ``path`` into ``out`` in the input's format (:func:`output_files`:
     ``<name>_pred`` with the labels, NIfTI keeping the input's header; with ``with_probs`` also
     ``<name>_prob`` and ``<name>_prob.json`` naming the probability channels, ``channels``:
     :meth:`InferenceSpec.channels`). ``name`` defaults to the input's case name (:func:`plan_outputs`
-    chooses unique ones)."""
+    chooses unique ones). A PNG of a binary segmentation shows the foreground as 255, unless
+    ``class_values`` (nnU-Net's 2D labels: the class numbers themselves)."""
     import json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +336,7 @@ def write_prediction(
     elif fmt == "image":
         from PIL import Image
 
-        scale = 255 // max(int(labels.max()), 1) if labels.max() <= 1 else 1
+        scale = 255 // max(int(labels.max()), 1) if labels.max() <= 1 and not class_values else 1
         Image.fromarray((labels * scale).astype(np.uint8)).save(target)
         if with_probs:
             np.save(out / files["probabilities"], probs)

@@ -9,16 +9,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from mtssl.config import build_dataclass
 from mtssl.engine import distributed
 from mtssl.engine.build import (
-    RunConfig,
     backbone_config,
     build_recipe,
     build_run_model,
     fit_backbone_to_data,
     inference_spec,
     named_section,
+    run_config,
 )
 from mtssl.engine.evaluator import write_metrics
 from mtssl.engine.records import (
@@ -104,7 +103,7 @@ def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, An
     ``check_data`` it also builds the data set and checks every case (shapes, dtypes, NaN/Inf, label
     values, channels), one at a time, as a training run does before its first step.
     """
-    cfg = build_dataclass(RunConfig, config)
+    cfg = run_config(config)
     recipe = build_recipe(cfg)
     data_name, data_options = named_section(cfg.data, "data")
     name, backbone = named_section(backbone_config(cfg, recipe), "model.backbone")

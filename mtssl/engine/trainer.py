@@ -12,16 +12,16 @@ from typing import Any
 
 import torch
 
-from mtssl.config import ConfigError, build_dataclass
+from mtssl.config import ConfigError
 from mtssl.data.dataset import SegmentationData
 from mtssl.engine import distributed
 from mtssl.engine.build import (
-    RunConfig,
     TrainConfig,
     build_components,
     inference_spec,
     plain,
     resolved_config,
+    run_config,
     seed_run,
 )
 from mtssl.engine.checkpoint import CheckpointFolder, load_checkpoint, load_state_checked, restore_rng, rng_state
@@ -120,7 +120,7 @@ class Trainer:
     ) -> Trainer:
         """The trainer of a run config (validated into :class:`~mtssl.engine.build.RunConfig`): seeds with
         ``train.seed``, then builds the recipe, the data and the model."""
-        cfg = build_dataclass(RunConfig, config)
+        cfg = run_config(config)
         seed_run(cfg.train, distributed.current().pick_device(cfg.train.device))
         recipe, data, model = build_components(cfg)
         return cls(model, recipe, data, out, cfg.train, cfg.eval, config, resume, allow_config_change)

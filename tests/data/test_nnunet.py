@@ -94,7 +94,7 @@ def test_without_labels_ts_a_fraction_of_the_labeled_cases_is_tested(tmp_path):
             lambda r: _edit(r, labels={"background": 0, "a": 1, "b": 3}),
             r"label values must be 0, 1, 2, \.\.\. consecutive, got \[0, 1, 3\]",
         ),
-        (lambda r: _edit(r, file_ending=".png"), r"file_ending '\.png' is not one of"),
+        (lambda r: _edit(r, file_ending=".jpg"), r"file_ending .\.jpg. is not one of"),
         (lambda r: _edit(r, file_ending=".nrrd"), r"holds no <case>_0000\.nrrd files"),
     ],
     ids=["missing-channel", "msd-json", "gap-in-labels", "bad-ending", "no-such-files"],
@@ -145,3 +145,41 @@ def test_downsampled_cases_are_scored_on_their_native_grid(tmp_path):
     assert test.image.shape == (2, 10, 10, 8) and test.native_label.shape == SHAPE and test.factor == 2
     assert test.spacing == pytest.approx(tuple(2 * s for s in SPACING))
     assert data.preprocessing["downsample"] == 2
+
+
+def make_nnunet_2d(root, train=4, labeled=2, test=2, rgb=False):
+    """A 2D nnU-Net folder of PNGs (nnU-Net's natural images): an RGB file is 3 channels in one _0000 file."""
+    from PIL import Image
+
+    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+
+    def case(name, images, labels, seed, with_label):
+        rng = np.random.default_rng(seed)
+        label = np.zeros((64, 48), np.uint8)
+        label[10 + seed % 5 : 40, 8:30] = 1
+        image = (label * 120 + rng.normal(60, 10, label.shape)).clip(0, 255).astype(np.uint8)
+        pixels = np.stack([image, image // 2, 255 - image], -1) if rgb else image
+        Image.fromarray(pixels).save(root / images / f"{name}_0000.png")
+        if with_label:
+            Image.fromarray(label).save(root / labels / f"{name}.png")
+
+    for i in range(train):
+        case(f"img_{i:03d}", "imagesTr", "labelsTr", i, i < labeled)
+    for i in range(test):
+        case(f"ts_{i:03d}", "imagesTs", "labelsTs", 50 + i, True)
+    channels = {"0": "R", "1": "G", "2": "B"} if rgb else {"0": "gray"}
+    meta = {"channel_names": channels, "labels": {"background": 0, "cell": 1}, "file_ending": ".png"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.parametrize("rgb", [False, True], ids=["gray", "rgb"])
+def test_a_2d_folder_of_pngs(tmp_path, rgb):
+    root = make_nnunet_2d(tmp_path / "Dataset002_Cells", rgb=rgb)
+    data = DATASETS.create("nnunet", root=str(root), patch=(32, 32))
+    assert data.spatial_dims == 2 and data.in_channels == (3 if rgb else 1) and data.class_names == ("cell",)
+    assert data.split.labeled == ("img_000", "img_001") and data.split.unlabeled == ("img_002", "img_003")
+    case = data.store["ts_001"]
+    assert case.image.shape == ((3 if rgb else 1), 64, 48) and case.spacing == (1.0, 1.0)
+    assert int(case.label.sum()) == (40 - 11) * 22

@@ -32,7 +32,7 @@ def test_predict_round_trips_nifti(run_dir, tmp_path, capsys):
     original.header["descrip"] = b"from the scanner"
     nib.save(original, source)
     assert main(["predict", str(run_dir), str(source), "--out", str(tmp_path / "pred"), "--probabilities"]) == 0
-    pred = nib.load(tmp_path / "pred" / "case_pred.nii.gz")
+    pred = nib.load(tmp_path / "pred" / "case.nii.gz")  # the case's own name, as nnU-Net names predictions
     assert pred.shape == (32, 32, 32) and np.allclose(pred.affine, affine) and pred.get_data_dtype() == np.uint8
     prob = nib.load(tmp_path / "pred" / "case_prob.nii.gz")
     assert prob.shape == (32, 32, 32, 1) and prob.get_data_dtype() == np.float32
@@ -56,7 +56,7 @@ def test_predict_h5(run_dir, tmp_path):
     with h5py.File(tmp_path / "vol.h5", "w") as f:
         f["image"] = image[0]
     assert main(["predict", str(run_dir), str(tmp_path / "vol.h5"), "--out", str(tmp_path / "out")]) == 0
-    with h5py.File(tmp_path / "out" / "vol_pred.h5") as f:
+    with h5py.File(tmp_path / "out" / "vol.h5") as f:
         assert f["label"].shape == (32, 32, 32) and f["label"].dtype == np.uint8
 
 
@@ -167,9 +167,9 @@ def test_la_layout_predictions_are_named_after_their_folders(run_dir, tmp_path, 
         _h5(path, seed)
     assert main(["predict", str(run_dir), *map(str, cases.values()), "--out", str(tmp_path / "out")]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == [f"{cid}_mri_norm2_pred.h5" for cid in cases]
+    assert written == [f"{cid}_mri_norm2.h5" for cid in cases]
     for cid, path in cases.items():  # each file holds its own case's prediction
-        with h5py.File(tmp_path / "out" / f"{cid}_mri_norm2_pred.h5") as f:
+        with h5py.File(tmp_path / "out" / f"{cid}_mri_norm2.h5") as f:
             assert np.array_equal(f["label"][()], mtssl.load(run_dir)(path)[1])
 
 
@@ -180,23 +180,27 @@ def test_inputs_that_would_write_one_file_are_refused_before_anything_is_written
     args = ["predict", str(run_dir), str(tmp_path / "case.nii"), str(tmp_path / "case.nii.gz")]
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "case.nii and" in err and "case.nii.gz would both be written to" in err and "case_pred.nii.gz" in err
+    assert "case.nii and" in err and "case.nii.gz would both be written to" in err and "out/case.nii.gz" in err
     assert not (tmp_path / "out").exists()
 
 
 def test_a_prediction_never_writes_over_an_input_or_an_existing_file(run_dir, tmp_path, capsys):
     image, _ = make_phantom((32, 32, 32), 1, seed=4)
     np.save(tmp_path / "x.npy", image[0])
-    np.save(tmp_path / "x_pred.npy", image[0] * 2)  # an input whose name is x.npy's prediction's
-    before = (tmp_path / "x_pred.npy").read_bytes()
-    both = ["predict", str(run_dir), str(tmp_path / "x.npy"), str(tmp_path / "x_pred.npy"), "--out", str(tmp_path)]
-    assert main(both) == 2
-    assert "would be written over the input" in capsys.readouterr().err
+    before = (tmp_path / "x.npy").read_bytes()
+    # --out is the inputs' folder: x.npy's prediction would be x.npy itself
     assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--out", str(tmp_path)]) == 2
-    assert "x_pred.npy exist already; give another --out, or --overwrite" in capsys.readouterr().err
-    assert (tmp_path / "x_pred.npy").read_bytes() == before
-    assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--out", str(tmp_path), "--overwrite"]) == 0
-    assert np.array_equal(np.load(tmp_path / "x_pred.npy"), mtssl.load(run_dir)(image[0])[1])
+    assert "would be written over the input" in capsys.readouterr().err
+    assert (tmp_path / "x.npy").read_bytes() == before
+    (tmp_path / "out").mkdir()
+    np.save(tmp_path / "out" / "x.npy", image[0] * 2)  # a file of the user's where the prediction would go
+    mine = (tmp_path / "out" / "x.npy").read_bytes()
+    args = ["predict", str(run_dir), str(tmp_path / "x.npy"), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "x.npy exist already; give another --out, or --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "out" / "x.npy").read_bytes() == mine
+    assert main([*args, "--overwrite"]) == 0
+    assert np.array_equal(np.load(tmp_path / "out" / "x.npy"), mtssl.load(run_dir)(image[0])[1])
 
 
 def test_predict_refuses_nan_and_the_wrong_number_of_dims(run_dir, tmp_path, capsys):
@@ -210,4 +214,15 @@ def test_predict_refuses_nan_and_the_wrong_number_of_dims(run_dir, tmp_path, cap
     assert main(["predict", str(run_dir), str(tmp_path / "slice.npy"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "slice.npy has shape (32, 32), but the model takes 3D images with 1 channel(s)" in err
-    assert "Traceback" not in err and not list((tmp_path / "o").glob("*_pred*"))
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_an_integer_image_reaches_the_unit_normalisation_in_its_own_dtype(run_dir):
+    import dataclasses
+
+    predictor = mtssl.load(run_dir)
+    predictor.spec = dataclasses.replace(predictor.spec, normalization="unit")  # as an 8-bit 2D data set's
+    image = np.random.default_rng(0).uniform(0, 255, (32, 32, 32)).astype(np.uint8)
+    as_uint8, _ = predictor(image)
+    as_fraction, _ = predictor(image.astype(np.float32) / 255)  # what "unit" makes of it: a float in [0, 1]
+    np.testing.assert_allclose(as_uint8, as_fraction, rtol=1e-5, atol=1e-6)
