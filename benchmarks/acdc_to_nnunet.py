@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import h5py
 import nibabel as nib
 import numpy as np
+from common import convert_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc"
 LABELS = {"background": 0, "right ventricle": 1, "myocardium": 2, "left ventricle": 3}
@@ -74,16 +72,7 @@ def main() -> int:
     parser.add_argument("--acdc", type=Path, help="ACDC restored in SSL4MIS's layout")
     parser.add_argument("--src", type=Path, default=SHARED, help="the ACDC shards and restore.py, without --acdc")
     args = parser.parse_args()
-    if args.out.exists():
-        print(f"{args.out} exists; give a new folder", file=sys.stderr)
-        return 2
-    if args.acdc is not None:
-        build(args.acdc, args.out, args.labeled, args.test)
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, str(args.src / "restore.py"), tmp, "--src", str(args.src)], check=True)
-        build(Path(tmp), args.out, args.labeled, args.test)
-    return 0
+    return convert_dataset(args.out, args.acdc, args.src, lambda acdc: build(acdc, args.out, args.labeled, args.test))
 
 
 if __name__ == "__main__":

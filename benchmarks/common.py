@@ -69,3 +69,23 @@ def timed_cpu(fn: Callable[[], object], device: torch.device, repeats: int) -> t
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return statistics.median(wall), statistics.median(cpu)
+
+
+def convert_dataset(out: Path, given: Path | None, shards: Path, build: Callable[[Path], None]) -> int:
+    """Write the new folder ``out`` by ``build(source)``: ``source`` is ``given`` (a data set restored
+    already), else the shards in ``shards`` restored by their ``restore.py`` into a temporary folder.
+    Returns the exit code (2, with a message, when ``out`` exists: nothing is written over)."""
+    import subprocess
+    import tempfile
+
+    if out.exists():
+        print(f"{out} exists; give a new folder", file=sys.stderr)
+        return 2
+    if given is not None:
+        build(given)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "restored"
+        subprocess.run([sys.executable, str(shards / "restore.py"), str(source), "--src", str(shards)], check=True)
+        build(source)
+    return 0

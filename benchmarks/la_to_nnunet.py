@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import h5py
 import nibabel as nib
 import numpy as np
+from common import convert_dataset
 
 SPACING = 0.625  # mm, LA 2018's isotropic MRI resolution
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "la"
@@ -65,19 +63,9 @@ def main() -> int:
     parser.add_argument("--la", type=Path, help="a restored LA folder (train.list, test.list, <ID>/mri_norm2.h5)")
     parser.add_argument("--src", type=Path, default=SHARED, help="the LA shards and restore.py, when --la is not given")
     args = parser.parse_args()
-    if args.out.exists():
-        print(f"{args.out} exists; give a new folder", file=sys.stderr)
-        return 2
-    if args.la is not None:
-        build(args.la, args.out, args.labeled, args.test, args.train)
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        restored = Path(tmp) / "la"
-        subprocess.run(
-            [sys.executable, str(args.src / "restore.py"), str(restored), "--src", str(args.src)], check=True
-        )
-        build(restored, args.out, args.labeled, args.test, args.train)
-    return 0
+    return convert_dataset(
+        args.out, args.la, args.src, lambda la: build(la, args.out, args.labeled, args.test, args.train)
+    )
 
 
 if __name__ == "__main__":
