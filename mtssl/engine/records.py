@@ -118,9 +118,9 @@ def holds_run(folder: str | Path) -> bool:
         return True
     from mtssl.engine.checkpoint import MAGIC
 
-    for name in _own_files(folder / "checkpoints"):
+    for name in (n for n in _own_files(folder) if n.startswith("checkpoints/")):
         try:
-            with open(folder / "checkpoints" / name, "rb") as f:
+            with open(folder / name, "rb") as f:
                 if f.read(len(MAGIC)) == MAGIC:
                     return True
         except OSError:

@@ -419,3 +419,15 @@ def test_a_runs_own_config_trains_as_it_is_and_harmless_changes_resume(tmp_path,
     assert main(["train", str(saved), "--out", str(run), "--resume", *harmless]) == 0
     assert main(["train", str(saved), "--out", str(run), "--resume", "train.optimizer.lr=0.5"]) == 2
     assert "train.optimizer.lr: 0.01 -> 0.5" in capsys.readouterr().err
+
+
+def test_a_run_written_before_the_marker_is_known_by_its_checkpoint_header(tmp_path):
+    from mtssl.engine.checkpoint import save_checkpoint
+    from mtssl.engine.records import holds_run
+
+    legacy, foreign = tmp_path / "legacy", tmp_path / "foreign"
+    save_checkpoint(legacy / "checkpoints" / "last.pt", {"iteration": 3})  # an mtssl run of an earlier version
+    (foreign / "checkpoints").mkdir(parents=True)
+    (foreign / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 someone else's weights")
+    assert holds_run(legacy) and not holds_run(foreign)
+    assert not (legacy / ".mtssl-run").exists()
