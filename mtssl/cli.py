@@ -152,7 +152,14 @@ def _cmd_evaluate_folder(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from mtssl.engine.predictor import gather_inputs, load, plan_outputs, read_case_files, write_prediction
+    from mtssl.engine.predictor import (
+        gather_inputs,
+        input_spacing,
+        load,
+        plan_outputs,
+        read_case_files,
+        write_prediction,
+    )
 
     cases = gather_inputs(args.inputs)  # files, folders, nnU-Net imagesTs (channel files grouped)
     out = Path(args.out)
@@ -163,7 +170,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     channels = predictor.spec.channels()
     for (grouped, files), name in zip(cases, names):
         image, meta = read_case_files(files)
-        probs, labels = predictor(image, source=", ".join(map(str, files)))
+        probs, labels = predictor(image, source=", ".join(map(str, files)), spacing=input_spacing(meta))
         # nnU-Net's channel files (grouped by case) pair with label files of class numbers
         target = write_prediction(
             files[0], labels, probs, meta, out, args.probabilities, channels, name, class_values=grouped is not None

@@ -33,8 +33,10 @@ class DataError(ValueError):
 class CaseData:
     """One loaded case: ``image`` ``(C, *S)`` float32, ``label`` ``(*S)`` uint8 or None, voxel ``spacing``.
 
-    A case downsampled by an integer ``factor`` (:mod:`mtssl.data.resample`) may keep its
-    ``native_label``, against which it is then scored.
+    A case resampled to a target spacing and/or downsampled by an integer ``factor``
+    (:mod:`mtssl.data.resample`) may keep its ``native_label``, against which it is then scored: the
+    probabilities go back through ``factor`` to the target-spacing ``grid`` (its shape, when the case
+    was resampled) and from there to the native label's shape, whose spacing is ``native_spacing``.
     """
 
     image: np.ndarray
@@ -42,6 +44,8 @@ class CaseData:
     spacing: tuple[float, ...]
     native_label: np.ndarray | None = None
     factor: int = 1
+    grid: tuple[int, ...] | None = None
+    native_spacing: tuple[float, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ class CaseStore:
         image = np.asarray(data.image, dtype=np.float32)
         label = None if data.label is None else np.asarray(data.label, dtype=np.uint8)
         check_case(case.id, image, label, self.num_classes, self.spatial_dims)
-        return CaseData(image, label, tuple(float(s) for s in data.spacing), data.native_label, data.factor)
+        return dataclasses.replace(data, image=image, label=label, spacing=tuple(float(s) for s in data.spacing))
 
     def __getitem__(self, case_id: str) -> CaseData:
         if case_id in self._memory:
@@ -119,6 +120,11 @@ class VolumeSet(Sequence):
         if data.native_label is not None:  # scored at the native resolution (mtssl.data.resample)
             item["native_label"] = torch.from_numpy(data.native_label.astype(np.int64))
             item["factor"] = data.factor
+            item["native_spacing"] = torch.tensor(data.native_spacing or data.spacing, dtype=torch.float64)
+            if data.native_spacing is None:  # only downsampled: the native spacing is the grid's / factor
+                item["native_spacing"] /= data.factor
+            if data.grid is not None:
+                item["grid"] = data.grid
         return item
 
 

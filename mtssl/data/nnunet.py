@@ -27,7 +27,7 @@ from mtssl.data.cases import Case, CaseData, DataError, read_json, read_list, se
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.msd import read_nifti
 from mtssl.data.normalize import normalize_image
-from mtssl.data.resample import downsample_case
+from mtssl.data.resample import downsample_case, resample_case
 from mtssl.registry import DATASETS
 
 __all__ = ["NNUNetFolder", "nnunet", "read_channels", "read_volume"]
@@ -186,8 +186,10 @@ def nnunet(
     preload: bool = False,
     seed: int = 1337,
     downsample: int = 1,
+    spacing: tuple[float, ...] | None = None,
 ) -> SegmentationData:
-    """An nnU-Net v2 raw dataset (see the module doc), loaded lazily, keeping each volume's spacing.
+    """An nnU-Net v2 raw dataset (see the module doc), loaded lazily, keeping each volume's spacing
+    unless a target ``spacing`` is given.
 
     Training cases with a file in ``labelsTr`` are labeled (``labeled`` picks among them: a count,
     the first N by default, a list file, or None for all); those without one are unlabeled. The
@@ -211,7 +213,12 @@ def nnunet(
         downsample: shrink every volume by this integer factor (block means; the majority label) for
             a CPU-sized run; test and validation cases are scored against their native labels
             (:mod:`mtssl.data.resample`), as the CPU LA protocol does.
+        spacing: resample every case to this voxel spacing (mm, in the files' axis order) before any
+            downsampling, as nnU-Net does (``mtssl plan`` sets it when the cases' spacings differ);
+            test and validation cases are scored on their native grid.
     """
+    if spacing is not None and (len(spacing) not in (2, 3) or any(float(s) <= 0 for s in spacing)):
+        raise DataError(f"spacing {spacing!r} must list a positive voxel size per spatial axis (mm)")
     if downsample < 1:
         raise DataError(f"downsample must be a positive integer factor (1 keeps the native grid), got {downsample}")
     folder = NNUNetFolder(root)
@@ -248,8 +255,10 @@ def nnunet(
 
     def load(case: str, images: list[Path], label_folder: str | None) -> CaseData:
         data = folder.read_case(case, images, label_folder, normalization, ct_window)
-        scored = case in split.val or case in split.test
-        return downsample_case(data, downsample, len(folder.class_names), scored and data.label is not None)
+        keep = (case in split.val or case in split.test) and data.label is not None
+        if spacing is not None:
+            data = resample_case(data, tuple(spacing), len(folder.class_names), keep)
+        return downsample_case(data, downsample, len(folder.class_names), keep)
 
     cases = [Case(c, lambda c=c: load(c, train[c], "labelsTr" if c in with_label else None)) for c in train]
     test_cases = (
@@ -267,7 +276,12 @@ def nnunet(
         augment=augment,
         fg_crop_prob=fg_crop_prob,
         preload=preload,
-        preprocessing={"normalization": normalization, "ct_window": list(ct_window), "downsample": downsample},
+        preprocessing={
+            "normalization": normalization,
+            "ct_window": list(ct_window),
+            "downsample": downsample,
+            "spacing": None if spacing is None else [float(s) for s in spacing],
+        },
         physical_spacing=folder.spatial_dims == 3,  # PNGs carry no spacing: their distances are in pixels
         class_names=folder.class_names,
     )

@@ -1,8 +1,18 @@
-"""Integer downsampling of whole cases, and the way back for scoring at the native resolution.
+"""Resampling to a target spacing, integer downsampling, and the way back for scoring at the native grid.
 
-A CPU-scale protocol trains and predicts on volumes shrunk by an integer factor but scores the
-prediction against the native label: the probabilities are upsampled to the native grid first,
+A data set whose cases differ in spacing is resampled to one target spacing (nnU-Net's
+preprocessing); a CPU-scale protocol also shrinks volumes by an integer factor. Either way the
+prediction is scored against the native label: the probabilities go back to the native grid first,
 so the metrics stay comparable with a full-resolution run's.
+
+Resampling to a spacing (:func:`resample_case`, :func:`resize`) is torch's linear interpolation
+(``F.interpolate``, trilinear in 3D, bilinear in 2D, voxel centres aligned as ``align_corners=False``),
+the same call there and back: the image is interpolated, the label as one-hot maps whose argmax is
+kept (nnU-Net resamples its labels the same way, a class at a time). The new shape is each side
+times ``spacing / target``, rounded (nnU-Net's rule). Torch rather than MONAI's ``Spacing``: MONAI is
+an optional dependency, and the way back runs on the probabilities' device inside the evaluator.
+
+Integer downsampling:
 
 - image: the mean of each ``f^d`` block (the volume is edge-padded to a multiple of ``f``);
 - label: the class holding most of each block (ties to the lower class);
@@ -20,7 +30,15 @@ import torch.nn.functional as F
 
 from mtssl.data.cases import CaseData, DataError
 
-__all__ = ["downsample_case", "downsample_image", "upsample_probabilities"]
+__all__ = [
+    "downsample_case",
+    "downsample_image",
+    "resample_case",
+    "resampled_shape",
+    "resize",
+    "to_native",
+    "upsample_probabilities",
+]
 
 
 def _pad_to_multiple(x: torch.Tensor, factor: int, spatial: int) -> torch.Tensor:
@@ -69,7 +87,8 @@ def downsample_case(data: CaseData, factor: int, num_classes: int, keep_native: 
         onehot = F.one_hot(torch.from_numpy(data.label.astype(np.int64)), num_classes + 1).movedim(-1, 0).float()
         label = pool(_pad_to_multiple(onehot[None], factor, spatial), factor)[0].argmax(0).numpy().astype(np.uint8)
     spacing = tuple(s * factor for s in data.spacing)
-    native = data.label if keep_native else None
+    # a case resampled first keeps the native label it was given there
+    native = data.native_label if data.native_label is not None else (data.label if keep_native else None)
     return dataclasses.replace(
         data, image=small.numpy(), label=label, spacing=spacing, native_label=native, factor=data.factor * factor
     )
@@ -85,3 +104,66 @@ def upsample_probabilities(probs: torch.Tensor, native_shape: tuple[int, ...], f
     mode = "trilinear" if len(native_shape) == 3 else "bilinear"
     up = F.interpolate(probs[None].float(), size=padded, mode=mode, align_corners=False)[0]
     return up[(slice(None), *(slice(0, n) for n in native_shape))]
+
+
+def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
+    """The shape of a ``shape`` volume at ``spacing`` resampled to ``target``: each side times
+    ``spacing / target``, rounded, at least 1 (nnU-Net's rule).
+
+    >>> resampled_shape((100, 100, 20), (1.0, 1.0, 5.0), (2.0, 2.0, 2.5))
+    (50, 50, 40)
+    """
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target))
+
+
+def resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``(C, *S)`` float values to ``(C, *size)`` by linear interpolation (see the module doc)."""
+    if tuple(x.shape[1:]) == tuple(size):
+        return x
+    mode = "trilinear" if len(size) == 3 else "bilinear"
+    return F.interpolate(x[None].float(), size=tuple(size), mode=mode, align_corners=False)[0]
+
+
+def resample_case(data: CaseData, target: tuple[float, ...], num_classes: int, keep_native: bool) -> CaseData:
+    """``data`` resampled to the ``target`` spacing; ``keep_native`` keeps the native label to score against.
+
+    A case already at ``target`` (within 1 %) is returned unchanged.
+    """
+    if len(target) != len(data.spacing) or any(t <= 0 for t in target):
+        raise DataError(
+            f"the target spacing {list(target)} must give {len(data.spacing)} positive sides, as the cases have"
+        )
+    target = tuple(float(t) for t in target)
+    if all(abs(s - t) <= 0.01 * t for s, t in zip(data.spacing, target)):
+        return data
+    shape = tuple(data.image.shape[1:])
+    size = resampled_shape(shape, data.spacing, target)
+    image = resize(torch.from_numpy(np.ascontiguousarray(data.image, dtype=np.float32)), size).numpy()
+    label = None
+    if data.label is not None:
+        if data.label.size and int(data.label.max()) > num_classes:
+            raise DataError(
+                f"label values {np.unique(data.label)[:10].tolist()} lie outside 0..{num_classes}, so the label "
+                "cannot be resampled (a 0/255 mask? store the foreground as 1)"
+            )
+        onehot = F.one_hot(torch.from_numpy(data.label.astype(np.int64)), num_classes + 1).movedim(-1, 0)
+        label = resize(onehot.float(), size).argmax(0).numpy().astype(np.uint8)
+    return dataclasses.replace(
+        data,
+        image=image,
+        label=label,
+        spacing=target,
+        native_label=data.label if keep_native else None,
+        grid=size,
+        native_spacing=tuple(data.spacing),
+    )
+
+
+def to_native(
+    probs: torch.Tensor, native_shape: tuple[int, ...], factor: int, grid: tuple[int, ...] | None
+) -> torch.Tensor:
+    """``(K, *s)`` probabilities on the network's grid back to the native grid: up by the integer
+    ``factor`` to the target-spacing ``grid`` (when the case was resampled), then resized to ``native_shape``."""
+    if grid is None:
+        return upsample_probabilities(probs, native_shape, factor)
+    return resize(upsample_probabilities(probs, grid, factor), native_shape)

@@ -196,7 +196,7 @@ def inference_spec(
         )
     head = model.tasks[recipe.evaluate.split("/")[0]]
     patch = tuple(config.patch or data.patch)
-    known = {"normalization", "ct_window", "downsample"}
+    known = {"normalization", "ct_window", "downsample", "spacing"}
     unknown = sorted(set(data.preprocessing) - known)
     if unknown:
         raise ConfigError(
@@ -215,7 +215,7 @@ def inference_spec(
         lcc=config.lcc,
         physical_spacing=data.physical_spacing,
         class_names=tuple(data.class_names),
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in data.preprocessing.items()},
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in data.preprocessing.items() if v is not None},
     )
 
 

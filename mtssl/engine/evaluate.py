@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mtssl import metrics
-from mtssl.data.resample import upsample_probabilities
+from mtssl.data.resample import to_native
 from mtssl.engine.sliding_window import sliding_window
 
 __all__ = ["EvalConfig", "evaluate_cases", "largest_component", "probabilities_to_labels", "summarize"]
@@ -118,15 +118,15 @@ def evaluate_cases(
             break
         image = item["image"].to(device)
         probs = sliding_window(predict, image, window, stride, cfg.batch_size, cfg.blend)
-        truth, factor = item["label"], 1
-        if "native_label" in item:  # a downsampled case, scored on its native grid
-            truth, factor = item["native_label"], int(item["factor"])
-            probs = upsample_probabilities(probs, tuple(truth.shape), factor)
+        truth, spacing = item["label"], item["spacing"]
+        if "native_label" in item:  # a resampled or downsampled case, scored on its native grid
+            truth, spacing = item["native_label"], item["native_spacing"]
+            probs = to_native(probs, tuple(truth.shape), int(item["factor"]), item.get("grid"))
         labels = probabilities_to_labels(probs, softmax, cfg.threshold).cpu().numpy()
         if cfg.lcc:
             labels = largest_component(labels, num_classes)
         truth = truth.numpy()
-        spacing = tuple((item["spacing"] / factor).tolist()) if physical_spacing else None
+        spacing = tuple(spacing.tolist()) if physical_spacing else None
         for c in range(1, num_classes + 1):
             pred_c = torch.from_numpy(labels == c)[None]
             true_c = torch.from_numpy(truth == c)[None]

@@ -14,7 +14,7 @@ import torch
 
 from mtssl.data.cases import DataError, numeric_array
 from mtssl.data.normalize import normalize_image
-from mtssl.data.resample import downsample_image, upsample_probabilities
+from mtssl.data.resample import downsample_image, resampled_shape, resize, to_native
 from mtssl.engine.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
 from mtssl.engine.evaluate import largest_component, probabilities_to_labels
 from mtssl.engine.evaluator import window_predictor
@@ -97,13 +97,23 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(
-        self, x: np.ndarray | torch.Tensor | str | Path, *, source: str | None = None
+        self,
+        x: np.ndarray | torch.Tensor | str | Path,
+        *,
+        source: str | None = None,
+        spacing: tuple[float, ...] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Predict ``x``; ``source`` names it in error messages (a path given as ``x`` names itself)."""
+        """Predict ``x``; ``source`` names it in error messages (a path given as ``x`` names itself).
+
+        ``spacing`` is the image's voxel spacing (a NIfTI path's is read from its header): a model
+        trained on resampled cases (``spec.spacing``) needs it, to resample the image as its training
+        data were and its probabilities back to the image's own grid.
+        """
         what = source or "the image"
         if isinstance(x, (str, Path)):
             what = str(x)
-            x, _ = read_input(x)
+            x, meta = read_input(x)
+            spacing = spacing or input_spacing(meta)
         image = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         # the raw dtype goes to the normalisation: "unit" divides an integer image by its dtype's maximum
         image = self.normalize(self._channels_first(image, what))
@@ -111,18 +121,37 @@ class Predictor:
         spec = self.spec
         spatial = range(1, tensor.ndim)
         mirrors = [a for r in range(len(spatial) + 1) for a in itertools.combinations(spatial, r)] if self.tta else [()]
-        probs = sum(self._probabilities(tensor.flip(axes)).flip(axes) for axes in mirrors) / len(mirrors)
+        grid = self._grid(tuple(tensor.shape[1:]), spacing, what)
+        probs = sum(self._probabilities(tensor.flip(axes), grid).flip(axes) for axes in mirrors) / len(mirrors)
         labels = probabilities_to_labels(probs, spec.softmax, spec.threshold).cpu().numpy()
         if spec.lcc:
             labels = largest_component(labels, spec.num_classes)
         return probs.cpu().numpy(), labels.astype(np.uint8)
 
-    def _probabilities(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``(C, *S)`` normalised image to ``(K, *S)`` probabilities: sliding windows on the grid the model
-        was trained on (shrunk by ``spec.downsample``), upsampled back."""
+    def _grid(self, shape: tuple[int, ...], spacing: tuple[float, ...] | None, what: str) -> tuple[int, ...] | None:
+        """The shape of the image on the model's target-spacing grid (None when the model kept each
+        image's own spacing, or the image is at the target already)."""
+        target = self.spec.spacing
+        if target is None:
+            return None
+        if spacing is None:
+            raise DataError(
+                f"{what}: this model was trained on cases resampled to spacing {list(target)} mm, and the image's "
+                "own spacing is unknown: give it as NIfTI (its header has it) or pass spacing=(...) to the predictor"
+            )
+        spacing = tuple(spacing)[: len(target)]  # a 4D NIfTI's header also lists its channel axis
+        if len(spacing) != len(target):
+            raise DataError(f"{what}: spacing {list(spacing)} has {len(spacing)} sides; the model's has {len(target)}")
+        grid = resampled_shape(shape, tuple(spacing), target)
+        return None if grid == shape else grid
+
+    def _probabilities(self, tensor: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
+        """``(C, *S)`` normalised image to ``(K, *S)`` probabilities: resampled to the model's ``grid``
+        (when given) and shrunk by ``spec.downsample``, as in training; sliding windows; and back."""
         spec = self.spec
-        probs = sliding_window(self._predict, downsample_image(tensor, spec.downsample), spec.patch, spec.stride)
-        return upsample_probabilities(probs, tuple(tensor.shape[1:]), spec.downsample)
+        small = downsample_image(resize(tensor, grid) if grid is not None else tensor, spec.downsample)
+        probs = sliding_window(self._predict, small, spec.patch, spec.stride)
+        return to_native(probs, tuple(tensor.shape[1:]), spec.downsample, grid)
 
 
 def load(checkpoint: str | Path, device: str | torch.device | None = None, tta: bool = False) -> Predictor:
@@ -210,6 +239,15 @@ def gather_inputs(items: Sequence[str | Path]) -> list[tuple[str | None, list[Pa
         else:
             cases += [(None, [p]) for p in files]
     return cases
+
+
+def input_spacing(meta: Mapping[str, Any]) -> tuple[float, ...] | None:
+    """The voxel spacing of an input read by :func:`read_input` (its NIfTI header's), or None."""
+    header = meta.get("header")
+    if header is None:
+        return None
+    zooms = header.get_zooms()
+    return tuple(float(z) for z in zooms[:3])
 
 
 def read_case_files(files: Sequence[Path]) -> tuple[np.ndarray, dict[str, Any]]:

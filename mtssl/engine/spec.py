@@ -28,6 +28,8 @@ class InferenceSpec:
         normalization, ct_window: how raw intensities were normalised (:mod:`mtssl.data.normalize`).
         downsample: the factor the images were shrunk by before the network (probabilities are
             upsampled back to the input grid).
+        spacing: the voxel spacing every image was resampled to before any downsampling (None: each
+            kept its own); an input is resampled to it and its probabilities back to its own grid.
         physical_spacing: whether distances are in mm (else voxels).
     """
 
@@ -44,6 +46,7 @@ class InferenceSpec:
     normalization: str = "none"
     ct_window: tuple[float, float] = (-125.0, 275.0)
     downsample: int = 1
+    spacing: tuple[float, ...] | None = None
     physical_spacing: bool = False
 
     def __post_init__(self) -> None:

@@ -147,6 +147,20 @@ def test_downsampled_cases_are_scored_on_their_native_grid(tmp_path):
     assert data.preprocessing["downsample"] == 2
 
 
+def test_cases_are_resampled_to_a_target_spacing_and_scored_on_their_native_grid(tmp_path):
+    root = make_nnunet(tmp_path / "d")  # 20 x 20 x 16 voxels of 0.9 x 0.8 x 2 mm
+    data = DATASETS.create("nnunet", root=str(root), patch=(8, 8, 8), spacing=[1.8, 1.6, 2.0], downsample=2)
+    train, test = data.store["la_000"], data.store["ts_000"]
+    assert train.image.shape == (2, 5, 5, 8) and train.spacing == (3.6, 3.2, 4.0) and train.native_label is None
+    assert test.grid == (10, 10, 16) and test.native_label.shape == SHAPE and test.factor == 2
+    assert test.native_spacing == pytest.approx(SPACING)
+    item = data.test[0]
+    assert item["grid"] == (10, 10, 16) and item["native_spacing"].tolist() == pytest.approx(list(SPACING))
+    assert data.preprocessing["spacing"] == [1.8, 1.6, 2.0]
+    with pytest.raises(DataError, match="positive voxel size per spatial axis"):
+        DATASETS.create("nnunet", root=str(root), spacing=[1.0, 0.0, 1.0])
+
+
 def make_nnunet_2d(root, train=4, labeled=2, test=2, rgb=False):
     """A 2D nnU-Net folder of PNGs (nnU-Net's natural images): an RGB file is 3 channels in one _0000 file."""
     from PIL import Image

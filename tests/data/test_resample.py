@@ -1,14 +1,22 @@
-"""Integer downsampling of cases and scoring at the native resolution (a CPU-scale LA protocol)."""
+"""Resampling to a target spacing, integer downsampling, and scoring at the native resolution."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from mtssl import metrics
 from mtssl.data.cases import CaseData, DataError
-from mtssl.data.resample import downsample_case, upsample_probabilities
+from mtssl.data.resample import (
+    downsample_case,
+    resample_case,
+    resampled_shape,
+    resize,
+    to_native,
+    upsample_probabilities,
+)
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases
 from mtssl.registry import DATASETS
 
@@ -97,3 +105,58 @@ def test_a_run_on_downsampled_la_predicts_native_volumes(la_root, tmp_path):
     native = DATASETS.create("la", root=str(la_root), labeled=2).test[0]
     probs, labels = mtssl.load(tmp_path / "run")(native["image"])
     assert probs.shape[1:] == labels.shape == tuple(native["label"].shape)  # the native grid
+
+
+def _ball(shape, spacing, radius_mm=6.0):
+    """A ball of ``radius_mm`` at the centre of a ``shape`` grid of ``spacing`` (the same object at any spacing)."""
+    axes = np.meshgrid(*[(np.arange(n) + 0.5 - n / 2) * s for n, s in zip(shape, spacing)], indexing="ij")
+    distance = np.sqrt(sum(a**2 for a in axes))
+    return distance, (distance < radius_mm).astype(np.uint8)
+
+
+def test_resampling_to_a_spacing_and_back_keeps_the_object():
+    # a 40 x 40 x 12 volume of 0.5 x 0.5 x 2 mm to 1 mm isotropic: 20 x 20 x 24 voxels, the same 20 x 20 x 24 mm
+    spacing, target = (0.5, 0.5, 2.0), (1.0, 1.0, 1.0)
+    distance, label = _ball((40, 40, 12), spacing)
+    image = np.exp(-(distance**2) / 50.0)[None].astype(np.float32)  # smooth: linear interpolation is near exact
+    out = resample_case(CaseData(image, label, spacing), target, 1, keep_native=True)
+    assert out.image.shape == (1, 20, 20, 24) and out.label.shape == (20, 20, 24) == out.grid
+    assert out.spacing == target and out.native_spacing == spacing
+    np.testing.assert_array_equal(out.native_label, label)
+    # the label at the new spacing is the same ball drawn there directly (all but its rim's voxels)
+    _, direct = _ball((20, 20, 24), target)
+    assert metrics.dice(torch.from_numpy(out.label)[None] > 0, torch.from_numpy(direct)[None] > 0)[0] > 0.95
+    # the image is what scipy's linear zoom gives on the same voxel-centre grid (an independent reference)
+    reference = ndimage.zoom(image[0], (0.5, 0.5, 2.0), order=1, grid_mode=True, mode="nearest")
+    np.testing.assert_allclose(out.image[0], reference, atol=1e-6)
+    # and back: the image within 3 % of its peak, the label's one-hot probabilities to the native label
+    back = resize(torch.from_numpy(out.image), (40, 40, 12)).numpy()
+    assert np.abs(back - image).max() < 0.03
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(out.label.astype(np.int64)), 2).movedim(-1, 0).float()
+    native = to_native(onehot, (40, 40, 12), 1, out.grid).argmax(0)
+    assert metrics.dice(native[None] > 0, torch.from_numpy(label)[None] > 0)[0] > 0.95
+
+
+def test_resampling_then_downsampling_goes_back_through_both():
+    spacing = (0.5, 0.5, 2.0)
+    _, label = _ball((40, 40, 12), spacing)
+    image = label[None].astype(np.float32)
+    out = resample_case(CaseData(image, label, spacing), (1.0, 1.0, 1.0), 1, keep_native=True)
+    out = downsample_case(out, 2, 1, keep_native=True)
+    assert out.image.shape == (1, 10, 10, 12) and out.factor == 2 and out.spacing == (2.0, 2.0, 2.0)
+    np.testing.assert_array_equal(out.native_label, label)  # the resampling's native label, not the grid's
+    assert out.grid == (20, 20, 24) and out.native_spacing == spacing
+    probs = torch.from_numpy(out.image)
+    native = to_native(probs, (40, 40, 12), 2, out.grid)
+    assert native.shape == (1, 40, 40, 12)
+    assert metrics.dice(native > 0.5, torch.from_numpy(label)[None] > 0)[0] > 0.9
+
+
+def test_resampling_rules_and_errors():
+    assert resampled_shape((512, 512, 40), (0.7, 0.7, 5.0), (1.4, 1.4, 2.5)) == (256, 256, 80)
+    case = CaseData(np.zeros((1, 8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+    assert resample_case(case, (1.005, 1.0, 1.0), 1, keep_native=True) is case  # at the target already
+    with pytest.raises(DataError, match="must give 3 positive sides"):
+        resample_case(case, (1.0, 1.0), 1, keep_native=False)
+    with pytest.raises(DataError, match="0/255 mask"):
+        resample_case(dataclasses.replace(case, label=np.full((8, 8, 8), 255, np.uint8)), (2.0,) * 3, 1, True)

@@ -12,27 +12,49 @@ import yaml
 
 import mtssl
 from mtssl.cli import main
+from mtssl.data.cases import DataError
 from tests.data.test_nnunet import make_nnunet
 
 
-@pytest.fixture(scope="module")
-def nnunet_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("own")
+def _train(tmp, **data):
     root = make_nnunet(tmp / "Dataset001_Tiny", train=4, labeled=2, test=2)
     cfg = {
         "recipe": {"name": "supervised", "softmax": True},
-        "data": {"name": "nnunet", "root": str(root), "patch": [16, 16, 16]},
+        "data": {"name": "nnunet", "root": str(root), "patch": [16, 16, 16], **data},
         "model": {"backbone": {"name": "vnet", "n_filters": 4}},
         "train": {"iterations": 6, "batch_size": 2, "labeled_bs": 1, "progress": False, "log_every": 2},
         "eval": {"stride": [8, 8, 8]},
     }
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def nnunet_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("own")
+    root, _ = _train(tmp)
     assert main(["train", str(tmp / "cfg.yaml"), "--out", str(tmp / "run")]) == 0
     return root, tmp / "run"
 
 
-def test_predict_images_ts_then_score_it_equals_the_runs_own_test(nnunet_run, tmp_path, capsys):
-    root, run = nnunet_run
+@pytest.fixture(scope="module")
+def resampled_run(tmp_path_factory):
+    """A run on cases resampled to 0.9 x 0.8 x 1 mm (from 2 mm slices), one test case stored at another spacing."""
+    tmp = tmp_path_factory.mktemp("resampled")
+    root, _ = _train(tmp, spacing=[0.9, 0.8, 1.0])
+    files = [root / "imagesTs" / f"ts_001_{c:04d}.nii.gz" for c in range(2)] + [root / "labelsTs" / "ts_001.nii.gz"]
+    for path in files:
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.diag([1.5, 0.6, 1.0, 1.0])), path)
+    assert main(["train", str(tmp / "cfg.yaml"), "--out", str(tmp / "run")]) == 0
+    return root, tmp / "run"
+
+
+@pytest.mark.parametrize("which", ["nnunet_run", "resampled_run"])
+def test_predict_images_ts_then_score_it_equals_the_runs_own_test(which, request, tmp_path, capsys):
+    # predictions written by `mtssl predict` and scored on disk equal the run's own test, case by case,
+    # also when the run resampled its cases to a target spacing (and back to each test case's own grid)
+    root, run = request.getfixturevalue(which)
     assert main(["predict", str(run), str(root / "imagesTs"), "--out", str(tmp_path / "preds")]) == 0
     # the channel files <case>_0000/_0001 are one case, named as nnU-Net names its predictions
     assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == ["ts_000.nii.gz", "ts_001.nii.gz"]
@@ -51,6 +73,16 @@ def test_predict_images_ts_then_score_it_equals_the_runs_own_test(nnunet_run, tm
         for key in ("dice", "jaccard", "hd95", "asd"):
             assert a[key] == pytest.approx(b[key], nan_ok=True), (a["case"], key)
     assert main(args) == 2 and "exists; --overwrite to replace it" in capsys.readouterr().err
+    if which == "resampled_run":
+        predictor = mtssl.load(run)
+        assert predictor.spec.spacing == (0.9, 0.8, 1.0)
+        with pytest.raises(DataError, match="own spacing is unknown: give it as NIfTI"):
+            predictor(np.zeros((2, 20, 20, 16), np.float32))
+        # given the spacing, an array is resampled as its file is
+        files = [root / "imagesTs" / f"ts_001_{c:04d}.nii.gz" for c in range(2)]
+        image = np.stack([np.asarray(nib.load(f).dataobj) for f in files])
+        written = np.asarray(nib.load(tmp_path / "preds" / "ts_001.nii.gz").dataobj)
+        np.testing.assert_array_equal(predictor(image, spacing=(1.5, 0.6, 1.0))[1], written)
 
 
 def test_evaluate_folder_names_missing_and_misshapen_predictions(nnunet_run, tmp_path, capsys):
