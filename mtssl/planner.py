@@ -8,14 +8,21 @@ where mtssl follows it and where not:
 - **Normalisation** (as nnU-Net): a channel named CT is clipped to the foreground's 0.5-99.5
   percentiles (mtssl then scales the window to [0, 1], where nnU-Net z-scores it); any other
   modality is z-scored per volume and channel.
-- **Spacing**: the median spacing is reported; cases are used at their native spacing (nnU-Net
-  resamples to it). The plan warns when the cases' spacings differ by more than 10 %.
+- **Spacing** (as nnU-Net): the target spacing is the median spacing per axis, except that for
+  anisotropic data (an axis over 3 times coarser than the finest, as nnU-Net's threshold) the coarse
+  axis takes the 10th percentile of its spacings. When some case's spacing differs from the target
+  by more than 10 %, the plan sets ``data.spacing`` and every case is resampled to it (test cases
+  are still scored on their native grid); otherwise the cases keep their own (nnU-Net resamples
+  always, which for such data changes nothing but time). Shapes are planned at the target spacing.
 - **Downsampling** (not nnU-Net's): on a CPU, the smallest integer factor that brings the median
-  volume under :data:`CPU_VOLUME_VOXELS`; test cases are still scored on their native grid.
+  volume under :data:`CPU_VOLUME_VOXELS`, short of shrinking a side below 16 voxels (a thin axis
+  keeps the native grid); test cases are still scored on their native grid.
 - **Patch** (as nnU-Net, with V-Net's stride): the median shape rounded down to multiples of 16,
   its largest side shrunk by 16 until the patch fits the device's voxel budget
   (:data:`PATCH_VOXELS`: LA's 112x112x80 on a GPU, the CPU protocol's 64x64x32 on a CPU).
-- **Batch**: 2 labeled + 2 unlabeled (the literature's two streams; nnU-Net's batch is 2).
+- **Batch**: 2 labeled + 2 unlabeled (the literature's two streams); 2 labeled alone for a recipe
+  that reads no unlabeled sample (``Recipe.uses_unlabeled``), as nnU-Net's batch of 2: supervised
+  would otherwise run the network on twice the images it learns from.
 - **Foreground oversampling** (as nnU-Net): a third of the labeled crops centred on the foreground.
 - **Iterations** (not nnU-Net's fixed 1000 epochs): from a time budget, the training steps and one
   test case timed on this machine, or given.
@@ -126,12 +133,43 @@ class Plan:
     warnings: list[str]
 
 
+def target_spacing(spacings: list[list[float]], shapes: list[list[int]]) -> list[float]:
+    """nnU-Net's target spacing: the median per axis, except for anisotropic volumes (the coarsest
+    median axis over 3 times the spacing of every other, and over 3 times fewer voxels than each),
+    where that axis takes the 10th percentile of its spacings (nnU-Net's ``determine_fullres_target_spacing``).
+
+    >>> target_spacing([[1.0, 1.0, 5.0], [1.0, 1.0, 6.0], [1.2, 1.2, 3.0]], [[200, 200, 20]] * 3)
+    [1.0, 1.0, 3.4]
+    >>> target_spacing([[1.0, 1.0, 5.0], [1.0, 1.0, 6.0]], [[200, 200, 100]] * 2)
+    [1.0, 1.0, 5.5]
+    """
+    axes = list(zip(*spacings))
+    target = [float(statistics.median(a)) for a in axes]
+    sizes = [statistics.median(n) for n in zip(*shapes)]
+    coarse = target.index(max(target))
+    others = [i for i in range(len(target)) if i != coarse]
+    if (
+        len(target) == 3
+        and target[coarse] > 3 * max(target[i] for i in others)
+        and sizes[coarse] * 3 < min(sizes[i] for i in others)
+    ):
+        target[coarse] = max(float(np.percentile(axes[coarse], 10)), max(target[i] for i in others) + 1e-5)
+    return [round(t, 4) for t in target]
+
+
 def downsample_factor(median_shape: list[int], device: str) -> int:
-    """On a CPU, the smallest integer factor bringing the median volume under :data:`CPU_VOLUME_VOXELS`."""
+    """On a CPU, the smallest integer factor bringing the median volume under :data:`CPU_VOLUME_VOXELS`,
+    short of shrinking any side below 16 voxels (V-Net's stride).
+
+    >>> downsample_factor([185, 143, 88], "cpu"), downsample_factor([256, 216, 10], "cpu")
+    (2, 1)
+    """
     if device != "cpu":
         return 1
     factor, budget = 1, CPU_VOLUME_VOXELS[len(median_shape)]
     while math.prod(math.ceil(n / factor) for n in median_shape) > budget:
+        if min(math.ceil(n / (factor + 1)) for n in median_shape) < STRIDE:
+            break  # no side below V-Net's stride: a thin axis (ACDC's 10 slices) keeps the native grid
         factor += 1
     return factor
 
@@ -149,14 +187,16 @@ def make_plan(fp: Fingerprint, recipe: str, device: str, iterations: int | None 
     """The config a fingerprint calls for on ``device`` (``"cpu"`` or ``"cuda"``), before timing."""
     why: dict[str, str] = {}
     warnings: list[str] = []
-    spacing = fp.median_spacing
-    if any(abs(s[i] - spacing[i]) > 0.1 * spacing[i] for s in fp.spacings for i in range(fp.spatial_dims)):
-        warnings.append(
-            f"the cases' spacings differ by more than 10 % from the median {spacing}; they are used at their "
-            "native spacing (resampling them to the median is not done yet)"
-        )
-    factor = downsample_factor(fp.median_shape, device)
-    shrunk = [math.ceil(n / factor) for n in fp.median_shape]
+    spacing = target_spacing(fp.spacings, fp.shapes)
+    resample = any(abs(s[i] - spacing[i]) > 0.1 * spacing[i] for s in fp.spacings for i in range(fp.spatial_dims))
+    median_shape = fp.median_shape
+    if resample:
+        median_shape = [
+            int(statistics.median(n * s[i] / spacing[i] for n, s in zip((sh[i] for sh in fp.shapes), fp.spacings)))
+            for i in range(fp.spatial_dims)
+        ]
+    factor = downsample_factor(median_shape, device)
+    shrunk = [math.ceil(n / factor) for n in median_shape]
     budget = PATCH_VOXELS[device, fp.spatial_dims]
     patch = plan_patch(shrunk, budget)
     ct = all(name.strip().lower() == "ct" for name in fp.channels)
@@ -172,7 +212,15 @@ def make_plan(fp: Fingerprint, recipe: str, device: str, iterations: int | None 
     }
     if window is not None:
         data["ct_window"] = window
-    why["data.downsample"] = f"median volume {'x'.join(map(str, fp.median_shape))}; " + (
+    if resample:
+        data["spacing"] = spacing
+        why["data.spacing"] = (
+            f"the cases' spacings differ by more than 10 % from the target {spacing} mm (the median per axis"
+            f"{'; a coarse axis its 10th percentile' if spacing != [round(v, 4) for v in fp.median_spacing] else ''}): "
+            "every case resampled to it, test cases scored on their native grid"
+        )
+    at = " at that spacing" if resample else ""
+    why["data.downsample"] = f"median volume {'x'.join(map(str, median_shape))}{at}; " + (
         f"shrunk {factor}x to {'x'.join(map(str, shrunk))}, "
         f"under {CPU_VOLUME_VOXELS[fp.spatial_dims]:,} voxels for a CPU (scored on the native grid)"
         if factor > 1
@@ -189,13 +237,16 @@ def make_plan(fp: Fingerprint, recipe: str, device: str, iterations: int | None 
     )
     why["data.fg_crop_prob"] = "a third of the labeled crops centred on the foreground (nnU-Net's oversampling)"
     why["data.preload"] = f"{fp.labeled + fp.unlabeled + fp.test} cases read once into memory"
+    from mtssl.registry import RECIPES
+
+    unlabeled = RECIPES.create(recipe).uses_unlabeled
     config = {
         "recipe": {"name": recipe},
         "data": data,
         "model": {"backbone": {"name": "vnet", "n_filters": 16}},
         "train": {
             "iterations": iterations or 100,
-            "batch_size": 4,
+            "batch_size": 4 if unlabeled else 2,
             "labeled_bs": 2,
             "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.0001},
             "lr_schedule": {"name": "poly"},
@@ -205,7 +256,11 @@ def make_plan(fp: Fingerprint, recipe: str, device: str, iterations: int | None 
         },
         "eval": {"patch": patch, "stride": [p // 2 for p in patch], "lcc": True, "select": "last"},
     }
-    why["train.batch_size"] = "2 labeled + 2 unlabeled per step, the literature's two streams"
+    why["train.batch_size"] = (
+        "2 labeled + 2 unlabeled per step, the literature's two streams"
+        if unlabeled
+        else f"2 labeled per step, as nnU-Net: {recipe} reads no unlabeled sample, so none is loaded or run"
+    )
     why["train.optimizer"] = "AdamW 2e-3 with poly decay, the CPU LA protocol's (measured there)"
     why["eval"] = "windows of the training patch, half-overlapping; the largest component per class"
     why["recipe"] = (

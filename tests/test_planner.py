@@ -55,13 +55,32 @@ def test_patches_are_stride_multiples_within_the_budget(shape, budget, patch):
     assert all(p % 16 == 0 and p >= 16 for p in planned) and planned[0] * planned[1] * planned[2] <= budget
 
 
-def test_ct_is_clipped_to_the_foreground_percentiles_and_spacing_spread_warns():
+def test_ct_is_clipped_to_the_foreground_percentiles():
     fp = synthetic(channels=("CT",))
     plan = make_plan(fp, "supervised", "cuda", iterations=10)
     assert plan.config["data"]["normalization"] == "ct" and plan.config["data"]["ct_window"] == [-100.0, 300.0]
-    assert not plan.warnings
-    spread = dataclasses.replace(fp, spacings=[[0.7, 0.7, 1.0]] * 4 + [[0.7, 0.7, 5.0]] * 4)
-    assert any("spacings differ by more than 10 %" in w for w in make_plan(spread, "dbisl", "cuda", 10).warnings)
+    assert not plan.warnings and "spacing" not in plan.config["data"]  # one spacing: nothing to resample
+
+
+def test_spacings_that_differ_are_resampled_to_nnunets_target():
+    # half the cases at 1 mm slices, half at 2 mm (same field of view): the target is the median per
+    # axis (1.5 mm), and the patch is planned on the shapes at that spacing (100 x 1/1.5 or 50 x 2/1.5 = 66.7)
+    fp = dataclasses.replace(
+        synthetic(),
+        shapes=[[160, 160, 100]] * 4 + [[160, 160, 50]] * 4,
+        spacings=[[0.8, 0.8, 1.0]] * 4 + [[0.8, 0.8, 2.0]] * 4,
+    )
+    plan = make_plan(fp, "dbisl", "cuda", iterations=10)
+    assert plan.config["data"]["spacing"] == [0.8, 0.8, 1.5]
+    assert plan.config["data"]["patch"] == [112, 128, 64]  # 160x160x66 at 1.5 mm: 16-multiples within budget
+    assert "resampled" in plan.why["data.spacing"]
+    # anisotropic volumes (5 mm slices, few of them): the coarse axis takes its 10th percentile (nnU-Net)
+    thick = dataclasses.replace(
+        synthetic(),
+        shapes=[[256, 256, 20]] * 8,
+        spacings=[[0.7, 0.7, 5.0]] * 4 + [[0.7, 0.7, 6.0]] * 3 + [[0.7, 0.7, 2.5]],
+    )
+    assert make_plan(thick, "dbisl", "cuda", 10).config["data"]["spacing"] == [0.7, 0.7, 4.25]
 
 
 def test_plan_then_train_as_written(tmp_path, capsys):
@@ -100,3 +119,15 @@ def test_a_2d_png_folder_plans_trains_predicts_and_scores(tmp_path, capsys):
     tested = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert scored["units"]["hd95"] == "voxels"
     assert [r["dice"] for r in scored["per_case"]] == pytest.approx([r["dice"] for r in tested["per_case"]])
+
+
+def test_a_recipe_that_reads_no_unlabeled_sample_gets_a_labeled_batch():
+    from mtssl.registry import RECIPES
+
+    assert not RECIPES.create("supervised").uses_unlabeled
+    assert all(RECIPES.create(r).uses_unlabeled for r in ("dbisl", "mean_teacher", "dtc", "ua_mt", "mcnet"))
+    supervised = make_plan(synthetic(), "supervised", "cpu", iterations=10).config["train"]
+    assert (supervised["batch_size"], supervised["labeled_bs"]) == (2, 2)
+    dbisl = make_plan(synthetic(), "dbisl", "cpu", iterations=10)
+    assert (dbisl.config["train"]["batch_size"], dbisl.config["train"]["labeled_bs"]) == (4, 2)
+    assert "2 unlabeled" in dbisl.why["train.batch_size"]

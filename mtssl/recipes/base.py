@@ -82,6 +82,12 @@ class Recipe:
     evaluate: str = "seg"
     backbone: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "vnet"})
 
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether a term reads unlabeled samples (or a teacher runs on them): a recipe of supervised
+        terms only (``labeled_only`` on its term) wastes every unlabeled sample in a batch."""
+        return self.teacher is not None or not all(getattr(t.fn, "labeled_only", False) for t in self.terms)
+
     def for_run(self, iterations: int) -> Recipe:
         """This recipe with every weight schedule set as a fraction of the run (``until``) fixed for a run
         of ``iterations`` (:meth:`~mtssl.terms.schedules.Schedule.for_run`)."""

@@ -22,6 +22,8 @@ class Supervised:
     ``<output>_dice``, ``<output>_ce``, ``<output>_mse``, ``<output>_bce``.
     """
 
+    labeled_only = True  # reads no unlabeled sample (Recipe.uses_unlabeled)
+
     def __init__(self, output: str = "seg", dice: float = 1.0, ce: float = 1.0) -> None:
         self.output, self.dice, self.ce = output, dice, ce
 
@@ -41,6 +43,8 @@ class TransformedSupervised:
     task scores it (:meth:`Task.score`): ``sigmoid(-k sdf)`` with Dice against the label, the soft
     SDF of the seg logits with the MSE against the SDF target.
     """
+
+    labeled_only = True
 
     def __init__(self, source: str = "sdf", target: str = "seg") -> None:
         self.source, self.target = source, target
