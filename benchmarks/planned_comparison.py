@@ -2,6 +2,11 @@
 
     python benchmarks/planned_comparison.py                      # the recorded cells, a markdown table
     python benchmarks/planned_comparison.py --json stats.json    # and the numbers
+    python benchmarks/planned_comparison.py --supervised la_nnunet_supervised   # the plan of 2026-12-06
+
+The supervised cells compared are the current planner's (``la_nnunet_supervised_labeled_batch``: a
+batch of 2 labeled samples) unless ``--supervised`` names another recorded grid (``la_nnunet_supervised``:
+the first planner's 2 labeled + 2 unlabeled, half of them unused).
 
 Reads the cells recorded under ``benchmarks/results/la_nnunet_planned/`` (``record_grid.py``). Each
 test volume's Dice is first averaged over the seeds that both recipes have finished; the paired
@@ -60,9 +65,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--supervised", default="la_nnunet_supervised_labeled_batch", help="the recorded supervised grid (a folder)"
+    )
     args = parser.parse_args()
     dbisl = per_case(args.results / "la_nnunet_dbisl", "dbisl")
-    supervised = per_case(args.results / "la_nnunet_supervised", "supervised")
+    supervised = per_case(args.results / args.supervised, "supervised")
     result = compare(dbisl, supervised)
     print("| seeds | volumes | supervised | DBiSL | difference | Wilcoxon p (volumes) | volumes DBiSL wins |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

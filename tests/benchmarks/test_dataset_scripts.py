@@ -44,3 +44,28 @@ def test_acdc_volumes_are_rebuilt_from_slices_and_load_as_nnunet(tmp_path):
     assert data.split.labeled == ("patient001_frame01", "patient001_frame12")
     assert data.split.unlabeled == ("patient002_frame01",) and data.split.test == ("patient003_frame01",)
     assert data.class_names == ("right ventricle", "myocardium", "left ventricle")
+
+
+def test_isbi_pngs_become_a_2d_nnunet_folder(tmp_path):
+    import isbi_to_nnunet
+    from PIL import Image
+
+    src = tmp_path / "isbi"
+    for folder in ("train/image", "train/label", "unlabeled"):
+        (src / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(src / "train" / "image" / f"{i}.png")
+        mask = np.full((16, 16), 255, np.uint8)
+        mask[:, i % 16] = 0  # the membrane is 0 in the source masks
+        Image.fromarray(mask).save(src / "train" / "label" / f"{i}.png")
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(src / "unlabeled" / f"{i}.png")
+    out = tmp_path / "Dataset002_ISBI"
+    isbi_to_nnunet.build(src, out, labeled=2)
+    label = np.asarray(Image.open(out / "labelsTr" / "isbi_001.png"))
+    assert label.dtype == np.uint8 and label.sum() == 16 and label[:, 1].all()  # the membrane column is class 1
+    data = DATASETS.create("nnunet", root=str(out), patch=(16, 16))
+    assert data.spatial_dims == 2 and data.class_names == ("membrane",)
+    assert data.split.labeled == ("isbi_000", "isbi_001")
+    assert len(data.split.unlabeled) == 18 + 3 and data.split.test == tuple(f"isbi_test_{i:03d}" for i in range(20, 30))
