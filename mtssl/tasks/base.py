@@ -39,6 +39,8 @@ class Task:
     """
 
     num_classes: int = 1
+    #: The head convolution's kernel: 1 (the V-Net literature's), or 3 (SSL4MIS's 2D U-Net's output conv).
+    head_kernel: int = 1
 
     activation: ClassVar[type[nn.Module]] = nn.Identity
     #: Whether :meth:`to_seg` exists (the edge task has no transform to segmentation).
@@ -47,6 +49,8 @@ class Task:
     def __post_init__(self) -> None:
         if self.num_classes < 1:
             raise ValueError(f"num_classes counts foreground classes and must be >= 1, got {self.num_classes}")
+        if self.head_kernel < 1 or self.head_kernel % 2 == 0:
+            raise ValueError(f"head_kernel must be an odd size (1 or 3), got {self.head_kernel}")
 
     @property
     def out_channels(self) -> int:
@@ -54,8 +58,10 @@ class Task:
         return self.num_classes
 
     def head(self, in_channels: int, spatial_dims: int) -> nn.Module:
-        """A 1x1 convolution to :attr:`out_channels`, then the task's activation."""
-        conv = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(in_channels, self.out_channels, kernel_size=1)
+        """A ``head_kernel`` convolution (1x1 by default) to :attr:`out_channels`, then the task's activation."""
+        conv = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(
+            in_channels, self.out_channels, kernel_size=self.head_kernel, padding=self.head_kernel // 2
+        )
         return nn.Sequential(conv, self.activation())
 
     def target(self, label: torch.Tensor) -> torch.Tensor:
