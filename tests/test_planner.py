@@ -131,3 +131,21 @@ def test_a_recipe_that_reads_no_unlabeled_sample_gets_a_labeled_batch():
     dbisl = make_plan(synthetic(), "dbisl", "cpu", iterations=10)
     assert (dbisl.config["train"]["batch_size"], dbisl.config["train"]["labeled_bs"]) == (4, 2)
     assert "2 unlabeled" in dbisl.why["train.batch_size"]
+
+
+def test_a_folder_of_mixed_spacings_plans_a_target_spacing_that_trains(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    root = make_nnunet(tmp_path / "Dataset001_Mixed", train=4, labeled=2, test=1, channels=("MRI",))
+    # two labeled cases: one at the folder's 0.9 x 0.8 x 2 mm, one re-headed at 0.9 x 0.8 x 1 mm
+    for path in (root / "imagesTr" / "la_001_0000.nii.gz", root / "labelsTr" / "la_001.nii.gz"):
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.diag([0.9, 0.8, 1.0, 1.0])), path)
+    plan = tmp_path / "plan.yaml"
+    assert main(["plan", str(root), "--recipe", "supervised", "--iterations", "2", "--out", str(plan)]) == 0
+    config = yaml.safe_load(plan.read_text())
+    assert config["data"]["spacing"] == [0.9, 0.8, 1.5]  # the median of 2 mm and 1 mm slices
+    assert "resampled to it" in plan.read_text()
+    assert main(["train", str(plan), "--out", str(tmp_path / "run"), "train.progress=false"]) == 0
+    assert (tmp_path / "run" / "metrics.json").is_file()
