@@ -38,6 +38,7 @@ __all__ = [
     "resize",
     "to_native",
     "upsample_probabilities",
+    "zoom_nearest",
 ]
 
 
@@ -167,3 +168,34 @@ def to_native(
     if grid is None:
         return upsample_probabilities(probs, native_shape, factor)
     return resize(upsample_probabilities(probs, grid, factor), native_shape)
+
+
+def _zoom_index(n: int, m: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source indices of ``m`` outputs from ``n`` inputs as ``scipy.ndimage.zoom(order=0)`` picks them,
+    and which outputs it fills with 0 (its ``constant`` mode, where float error puts the last output
+    just past the last input)."""
+    scale = (n - 1) / (m - 1) if m > 1 else 0.0
+    coords = torch.arange(m, dtype=torch.float64, device=device) * scale
+    return torch.floor(coords + 0.5).long().clamp(0, n - 1), coords > n - 1
+
+
+def zoom_nearest(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``(C, *S)`` to ``(C, *size)`` by nearest neighbour, voxel for voxel what
+    ``scipy.ndimage.zoom(x, size / S, order=0)`` gives (corners aligned; SSL4MIS zooms ACDC's slices
+    to 256x256 and back this way), on the tensor's own device.
+
+    Written here because no library reproduces it: torch's ``nearest`` and ``nearest-exact`` pick
+    other source voxels, and scipy runs on the host only. scipy also sets an edge row to 0 when its
+    coordinate lands a float's error past the last voxel; so does this, so that scores match.
+    """
+    out = x
+    for axis, (n, m) in enumerate(zip(x.shape[1:], size), start=1):
+        if n == m:
+            continue
+        index, outside = _zoom_index(n, m, x.device)
+        out = out.index_select(axis, index)
+        if outside.any():
+            shape = [1] * out.ndim
+            shape[axis] = m
+            out = out.masked_fill(outside.view(shape), 0)
+    return out

@@ -16,6 +16,7 @@ from mtssl.data.resample import (
     resize,
     to_native,
     upsample_probabilities,
+    zoom_nearest,
 )
 from mtssl.engine.evaluate import EvalConfig, evaluate_cases
 from mtssl.registry import DATASETS
@@ -160,3 +161,20 @@ def test_resampling_rules_and_errors():
         resample_case(case, (1.0, 1.0), 1, keep_native=False)
     with pytest.raises(DataError, match="0/255 mask"):
         resample_case(dataclasses.replace(case, label=np.full((8, 8, 8), 255, np.uint8)), (2.0,) * 3, 1, True)
+
+
+def test_zoom_nearest_is_scipys_order_0_zoom_voxel_for_voxel():
+    # ACDC's slices go to 256 x 256 and back (SSL4MIS's test); every shape from 60 to 400 pixels a side
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(60, 400, 2))
+        x = rng.random((h, w)) + 1.0  # no zeros of its own, so scipy's zero-filled edges show
+        zoomed = ndimage.zoom(x, (256 / h, 256 / w), order=0)
+        ours = zoom_nearest(torch.from_numpy(x)[None], (256, 256))[0].numpy()
+        np.testing.assert_array_equal(ours, zoomed)
+        back = ndimage.zoom(zoomed, (h / 256, w / 256), order=0)
+        np.testing.assert_array_equal(zoom_nearest(torch.from_numpy(zoomed)[None], (h, w))[0].numpy(), back)
+    # a (C, D, H, W) volume: every channel and axis the same way; an unchanged side is untouched
+    volume = torch.from_numpy(rng.random((2, 5, 37, 41)))
+    expected = np.stack([ndimage.zoom(v, (1, 64 / 37, 64 / 41), order=0) for v in volume.numpy()])
+    np.testing.assert_array_equal(zoom_nearest(volume, (5, 64, 64)).numpy(), expected)
