@@ -10,6 +10,8 @@ parameters, as SSL4MIS's ``UNet(in_chns=1, class_num=4)``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -62,7 +64,7 @@ class UNet(nn.Module):
         in_channels: int = 1,
         features: tuple[int, int, int, int, int] = (16, 32, 64, 128, 256),
         dropout: tuple[float, float, float, float, float] = (0.05, 0.1, 0.2, 0.3, 0.5),
-        spatial_dims: int = 2,
+        spatial_dims: Literal[2] = 2,
     ) -> None:
         super().__init__()
         if spatial_dims != 2:
