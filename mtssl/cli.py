@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument(
         "inputs", nargs="+", help="NIfTI, h5, PNG/TIFF or .npy files, or folders of them (nnU-Net's imagesTs too)"
     )
-    p_pred.add_argument("--tta", action="store_true", help="average over the image mirrored along its axes")
+    p_pred.add_argument(
+        "--tta", action="store_true", help="average over the image mirrored along the axes its training mirrored"
+    )
     p_pred.add_argument("--out", required=True, help="output folder")
     p_pred.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p_pred.add_argument("--overwrite", action="store_true", help="replace prediction files that exist in --out")

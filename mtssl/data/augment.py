@@ -68,6 +68,13 @@ class Augment:
         self.fg_crop_prob = fg_crop_prob
         self._warned_pad = False
 
+    @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        """The spatial axes this pipeline mirrors (``rot90`` over axes 0, 1 and ``flip`` of axis 0 or
+        1 both make those two mirror images of each other): where test-time mirroring stays in the
+        training distribution, as nnU-Net keeps its inference mirror axes to the trained ones."""
+        return (0, 1) if any(name in ("rot90", "flip") for name, _ in self.steps) else ()
+
     def __call__(
         self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator, labeled: bool, case: str
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -183,9 +183,9 @@ class SegmentationData:
         self.class_names = tuple(class_names or (str(c) for c in range(1, num_classes + 1)))
         if len(self.class_names) != num_classes:
             raise DataError(f"{len(self.class_names)} class names {self.class_names} for {num_classes} classes")
-        self.train = TrainSet(
-            self.store, [*split.labeled, *split.unlabeled], len(split.labeled), Augment(augment, patch, fg_crop_prob)
-        )
+        pipeline = Augment(augment, patch, fg_crop_prob)
+        self.mirror_axes = pipeline.mirror_axes  # where test-time mirroring is in the training distribution
+        self.train = TrainSet(self.store, [*split.labeled, *split.unlabeled], len(split.labeled), pipeline)
         self.val = VolumeSet(self.store, split.val)
         self.test = VolumeSet(self.store, [c.id for c in test_cases])
         first = self.store[wanted[0]]

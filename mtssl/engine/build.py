@@ -215,6 +215,7 @@ def inference_spec(
         lcc=config.lcc,
         physical_spacing=data.physical_spacing,
         class_names=tuple(data.class_names),
+        mirror_axes=tuple(getattr(data, "mirror_axes", range(data.spatial_dims))),
         **{k: tuple(v) if isinstance(v, list) else v for k, v in data.preprocessing.items() if v is not None},
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,12 +61,20 @@ class Predictor:
 
     Call it with an array (spatial dims only, or channels first) or a file path; it returns
     ``(probabilities (K, *S) float32, labels (*S) uint8)`` as numpy arrays. With ``tta`` the
-    probabilities are averaged over the image mirrored along every subset of its spatial axes (8
-    passes in 3D, 4 in 2D), each mirrored back first: nnU-Net's test-time augmentation.
+    probabilities are averaged over the image mirrored along every subset of the axes its training
+    augmentation mirrored (``spec.mirror_axes``: axes 0 and 1 under ``rot90``/``flip``, 4 passes),
+    each mirrored back first: nnU-Net's test-time augmentation, which also mirrors only the axes it
+    trained on.
     """
 
     def __init__(self, model: MultiTaskModel, spec: InferenceSpec, device: torch.device, tta: bool = False) -> None:
         self.model, self.spec, self.device, self.tta = model.eval(), spec, device, tta
+        if tta and spec.mirror_axes == ():
+            warnings.warn(
+                "the model was trained without mirroring (no rot90 or flip in data.augment), so test-time "
+                "mirroring has no axis to flip: each image is predicted once",
+                stacklevel=2,
+            )
         # the evaluator's window prediction: the tested output's probabilities, as in training-time tests
         self._predict = window_predictor(model, spec.output, device)
 
@@ -119,7 +128,8 @@ class Predictor:
         image = self.normalize(self._channels_first(image, what))
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         spec = self.spec
-        spatial = range(1, tensor.ndim)
+        axes = spec.mirror_axes if spec.mirror_axes is not None else range(spec.spatial_dims)
+        spatial = [a + 1 for a in axes]  # after the channel axis
         mirrors = [a for r in range(len(spatial) + 1) for a in itertools.combinations(spatial, r)] if self.tta else [()]
         grid = self._grid(tuple(tensor.shape[1:]), spacing, what)
         probs = sum(self._probabilities(tensor.flip(axes), grid).flip(axes) for axes in mirrors) / len(mirrors)
@@ -334,7 +344,7 @@ def write_prediction(
     class_values: bool = False,
 ) -> Path:
     """Write a prediction of the input ``path`` into ``out`` in the input's format (:func:`output_files`:
-    ``<name>_pred`` with the labels, NIfTI keeping the input's header; with ``with_probs`` also
+    ``<name>`` with the labels, NIfTI keeping the input's header; with ``with_probs`` also
     ``<name>_prob`` and ``<name>_prob.json`` naming the probability channels, ``channels``:
     :meth:`InferenceSpec.channels`). ``name`` defaults to the input's case name (:func:`plan_outputs`
     chooses unique ones). A PNG of a binary segmentation shows the foreground as 255, unless

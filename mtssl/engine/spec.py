@@ -31,6 +31,8 @@ class InferenceSpec:
         spacing: the voxel spacing every image was resampled to before any downsampling (None: each
             kept its own); an input is resampled to it and its probabilities back to its own grid.
         physical_spacing: whether distances are in mm (else voxels).
+        mirror_axes: the spatial axes the training augmentation mirrored, the only ones test-time
+            mirroring flips (None, in checkpoints written before it: every axis).
     """
 
     patch: tuple[int, ...]
@@ -48,6 +50,7 @@ class InferenceSpec:
     downsample: int = 1
     spacing: tuple[float, ...] | None = None
     physical_spacing: bool = False
+    mirror_axes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.class_names:

@@ -1,6 +1,7 @@
 """A user's own data end to end: predict a folder (nnU-Net's imagesTs), test-time mirroring, scoring
 predictions on disk, shipped configs, and recipes registered in the user's own module."""
 
+import dataclasses
 import itertools
 import json
 import textwrap
@@ -103,17 +104,31 @@ def test_tta_is_the_mean_over_hand_mirrored_predictions(nnunet_run):
     root, run = nnunet_run
     image = np.stack([np.asarray(nib.load(root / "imagesTs" / f"ts_001_{c:04d}.nii.gz").dataobj) for c in range(2)])
     plain, mirrored = mtssl.load(run), mtssl.load(run, tta=True)
+    # the run trained with rot90 + flip over spatial axes 0 and 1: those are mirrored, the third is not
+    assert mirrored.spec.mirror_axes == (0, 1)
     expected = np.zeros_like(plain(image)[0])
-    subsets = [a for r in range(4) for a in itertools.combinations((1, 2, 3), r)]
-    assert len(subsets) == 8
+    subsets = [a for r in range(3) for a in itertools.combinations((1, 2), r)]  # after the channel axis
+    assert len(subsets) == 4
     for axes in subsets:
         flipped = np.flip(image, axes) if axes else image
         probs = plain(np.ascontiguousarray(flipped))[0]
         expected += np.flip(probs, axes) if axes else probs
     probs, labels = mirrored(image)
-    np.testing.assert_allclose(probs, expected / 8, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, expected / 4, rtol=1e-5, atol=1e-6)
     assert not np.allclose(probs, plain(image)[0])  # the mirroring changed something
     assert labels.shape == image.shape[1:]
+    # trained without rot90/flip: nothing to mirror, said once; a checkpoint from before mirror_axes: all axes
+    from mtssl.data.augment import Augment
+    from mtssl.engine.predictor import Predictor
+    from mtssl.engine.spec import InferenceSpec
+
+    assert Augment(["crop"], (8, 8, 8)).mirror_axes == () and Augment(["flip", "crop"], (8, 8)).mirror_axes == (0, 1)
+    unmirrored = dataclasses.replace(plain.spec, mirror_axes=())
+    with pytest.warns(UserWarning, match="trained without mirroring"):
+        once = Predictor(plain.model, unmirrored, plain.device, tta=True)
+    np.testing.assert_allclose(once(image)[0], plain(image)[0])
+    old = {k: v for k, v in plain.spec.to_dict().items() if k != "mirror_axes"}
+    assert InferenceSpec.from_dict(old).mirror_axes is None
 
 
 def test_shipped_configs_list_show_and_train_by_name(tmp_path, capsys, monkeypatch):
