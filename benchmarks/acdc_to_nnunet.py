@@ -12,14 +12,13 @@ spacing; axes are (H, W, slice).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
 import h5py
 import nibabel as nib
 import numpy as np
-from common import convert_dataset
+from common import convert_dataset, write_dataset_json
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc"
 LABELS = {"background": 0, "right ventricle": 1, "myocardium": 2, "left ventricle": 3}
@@ -53,15 +52,8 @@ def build(acdc: Path, out: Path, labeled_patients: int, tests: int | None = None
         with h5py.File(acdc / "data" / f"{volume}.h5", "r") as f:
             _save(f["image"][()].astype(np.float32), out / "imagesTs" / f"{volume}_0000.nii.gz")
             _save(f["label"][()].astype(np.uint8), out / "labelsTs" / f"{volume}.nii.gz")
-    meta = {
-        "name": "ACDC",
-        "description": f"ACDC in SSL4MIS's preprocessing; {labeled_patients} of {len(patients)} patients labeled",
-        "channel_names": {"0": "MRI"},
-        "labels": LABELS,
-        "numTraining": len(volumes),
-        "file_ending": ".nii.gz",
-    }
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+    description = f"ACDC in SSL4MIS's preprocessing; {labeled_patients} of {len(patients)} patients labeled"
+    write_dataset_json(out, "ACDC", description, "MRI", LABELS, len(volumes), ".nii.gz")
 
 
 def main() -> int:

@@ -71,6 +71,21 @@ def timed_cpu(fn: Callable[[], object], device: torch.device, repeats: int) -> t
     return statistics.median(wall), statistics.median(cpu)
 
 
+def write_dataset_json(
+    out: Path, name: str, description: str, channel: str, labels: dict[str, int], trains: int, ending: str
+) -> None:
+    """``out/dataset.json`` of an nnU-Net v2 raw dataset with one input channel."""
+    meta = {
+        "name": name,
+        "description": description,
+        "channel_names": {"0": channel},
+        "labels": labels,
+        "numTraining": trains,
+        "file_ending": ending,
+    }
+    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+
+
 def convert_dataset(out: Path, given: Path | None, shards: Path, build: Callable[[Path], None]) -> int:
     """Write the new folder ``out`` by ``build(source)``: ``source`` is ``given`` (a data set restored
     already), else the shards in ``shards`` restored by their ``restore.py`` into a temporary folder.

@@ -12,11 +12,10 @@ nnU-Net's label files hold class numbers:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
+from common import convert_dataset, write_dataset_json
 from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
@@ -40,15 +39,9 @@ def build(isbi: Path, out: Path, labeled: int) -> None:
     unlabeled = sorted((isbi / "unlabeled").glob("*.png"), key=lambda p: int(p.stem))
     for path in unlabeled:
         copy(path, f"isbi_unlabeled_{int(path.stem):03d}", "imagesTr", None)
-    meta = {
-        "name": "ISBI2012",
-        "description": f"ISBI 2012 EM membranes: {labeled} of 20 training images labeled, 30 more unlabeled",
-        "channel_names": {"0": "EM"},
-        "labels": {"background": 0, "membrane": 1},
-        "numTraining": 20 + len(unlabeled),
-        "file_ending": ".png",
-    }
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+    description = f"ISBI 2012 EM membranes: {labeled} of 20 training images labeled, 30 more unlabeled"
+    labels = {"background": 0, "membrane": 1}
+    write_dataset_json(out, "ISBI2012", description, "EM", labels, 20 + len(unlabeled), ".png")
 
 
 def main() -> int:
@@ -57,11 +50,7 @@ def main() -> int:
     parser.add_argument("--labeled", type=int, default=4, help="training images (of 0-19) that keep their mask")
     parser.add_argument("--isbi", type=Path, default=SHARED, help="ISBI 2012 as in ../shared/data/isbi2012")
     args = parser.parse_args()
-    if args.out.exists():
-        print(f"{args.out} exists; give a new folder", file=sys.stderr)
-        return 2
-    build(args.isbi, args.out, args.labeled)
-    return 0
+    return convert_dataset(args.out, args.isbi, args.isbi, lambda isbi: build(isbi, args.out, args.labeled))
 
 
 if __name__ == "__main__":

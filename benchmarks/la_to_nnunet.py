@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import nibabel as nib
 import numpy as np
-from common import convert_dataset
+from common import convert_dataset, write_dataset_json
 
 SPACING = 0.625  # mm, LA 2018's isotropic MRI resolution
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "la"
@@ -42,15 +42,9 @@ def build(la: Path, out: Path, labeled: int, tests: int | None = None, trains: i
         write_case(out, la / cid / "mri_norm2.h5", f"la_{i:03d}", "imagesTr", "labelsTr" if i < labeled else None)
     for i, cid in enumerate(test):
         write_case(out, la / cid / "mri_norm2.h5", f"la_test_{i:03d}", "imagesTs", "labelsTs")
-    meta = {
-        "name": "LA2018",
-        "description": f"LA 2018 (UA-MT/DTC preprocessing): {labeled} of {len(train)} training volumes labeled",
-        "channel_names": {"0": "MRI"},
-        "labels": {"background": 0, "left atrium": 1},
-        "numTraining": len(train),
-        "file_ending": ".nii.gz",
-    }
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+    description = f"LA 2018 (UA-MT/DTC preprocessing): {labeled} of {len(train)} training volumes labeled"
+    labels = {"background": 0, "left atrium": 1}
+    write_dataset_json(out, "LA2018", description, "MRI", labels, len(train), ".nii.gz")
     (out / "source.json").write_text(json.dumps({"train": train, "test": test}, indent=1))
 
 

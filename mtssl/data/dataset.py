@@ -121,8 +121,6 @@ class VolumeSet(Sequence):
             item["native_label"] = torch.from_numpy(data.native_label.astype(np.int64))
             item["factor"] = data.factor
             item["native_spacing"] = torch.tensor(data.native_spacing or data.spacing, dtype=torch.float64)
-            if data.native_spacing is None:  # only downsampled: the native spacing is the grid's / factor
-                item["native_spacing"] /= data.factor
             if data.grid is not None:
                 item["grid"] = data.grid
         return item

@@ -91,7 +91,13 @@ def downsample_case(data: CaseData, factor: int, num_classes: int, keep_native: 
     # a case resampled first keeps the native label it was given there
     native = data.native_label if data.native_label is not None else (data.label if keep_native else None)
     return dataclasses.replace(
-        data, image=small.numpy(), label=label, spacing=spacing, native_label=native, factor=data.factor * factor
+        data,
+        image=small.numpy(),
+        label=label,
+        spacing=spacing,
+        native_label=native,
+        factor=data.factor * factor,
+        native_spacing=data.native_spacing or (data.spacing if native is not None else None),
     )
 
 
