@@ -29,7 +29,7 @@ def require_data(path: Path, what: str) -> Path:
     """Skip (or, under CI=true, fail) when ``path`` is missing."""
     if path.exists():
         return path
-    msg = f"{what} not found at {path}; set MTSSL_DATA to the folder holding la/ and isbi2012/"
+    msg = f"{what} not found at {path}; set MTSSL_DATA to the folder holding la/, acdc/ and isbi2012/"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{msg} (CI=true: data tests must run)")
     pytest.skip(msg)
@@ -39,9 +39,10 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("MTSSL_CACHE", Path.home() / ".cache" / "mtssl"))
 
 
-def _restore_la(name: str, counts: dict[str, int], shards: list[str]) -> Path:
-    """The LA shards restored into ``<cache>/<name>`` once (a complete folder is reused)."""
-    source = require_data(data_dir() / "la", "the LA data set")
+def _restore_la(name: str, counts: dict[str, int], shards: list[str], data_set: str = "la") -> Path:
+    """The shards of ``data_set`` (LA or ACDC) restored into ``<cache>/<name>`` once (a complete folder is
+    reused)."""
+    source = require_data(data_dir() / data_set, f"the {data_set.upper()} data set")
     target = _cache_dir() / name
     lists = {split: target / f"{split}.list" for split in counts}
     if all(p.exists() and len(p.read_text().split()) == counts[split] for split, p in lists.items()):
@@ -70,6 +71,15 @@ def la_root() -> Path:
 def la_full_root() -> Path:
     """The whole LA set (80 training + 20 test cases), for the docs' commands, restored once."""
     return _restore_la("la-full", {"train": 80, "test": 20}, ["0", "1", "2"])
+
+
+ACDC_COUNTS = {"train_slices": 1312, "val": 20, "test": 40}
+
+
+@pytest.fixture(scope="session")
+def acdc_root() -> Path:
+    """ACDC in SSL4MIS's layout (1312 training slices, 20 validation and 40 test volumes), restored once."""
+    return _restore_la("acdc", ACDC_COUNTS, ["0", "1"], "acdc")
 
 
 def read_la(root: Path, split: str) -> list[tuple[str, torch.Tensor]]:

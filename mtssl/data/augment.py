@@ -3,6 +3,11 @@
 The literature's LA pipeline (UA-MT, DTC) is ``rot90`` (k in 0..3 over axes 0, 1), then a flip of
 axis 0 or 1, then a random crop; a side not larger than the patch is first padded by
 ``(patch - side) // 2 + 3`` on each side.
+
+SSL4MIS's 2D pipeline (ACDC; its ``RandomGenerator``) is ``rot_flip_or_rotate`` then ``zoom``: with
+probability 1/2 a rot90 and a flip, else a rotation by a whole angle in ``[-20, 20)`` degrees (nearest
+neighbour, the corners filled with 0), then the whole image zoomed to the patch (nearest neighbour,
+``scipy.ndimage.zoom(order=0)``) instead of cropped.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from mtssl.data.cases import DataError
 
-__all__ = ["AUGMENTATIONS", "Augment", "crop", "pad_for_crop"]
+__all__ = ["AUGMENTATIONS", "Augment", "crop", "pad_for_crop", "rotate", "zoom_to"]
 
 
 def pad_for_crop(image: np.ndarray, label: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -48,11 +53,33 @@ def crop(
     return image[(slice(None), *window)], label[window]
 
 
+def rotate(image: np.ndarray, label: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate ``(C, H, W, ...)`` and ``(H, W, ...)`` by ``angle`` degrees in the plane of the first two
+    spatial axes, as SSL4MIS's ``random_rotate``: ``scipy.ndimage.rotate(order=0, reshape=False)``."""
+    from scipy import ndimage
+
+    image = ndimage.rotate(image, angle, axes=(2, 1), order=0, reshape=False)
+    return image, ndimage.rotate(label, angle, axes=(1, 0), order=0, reshape=False)
+
+
+def zoom_to(image: np.ndarray, label: np.ndarray, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` ``(C, *S)`` and ``label`` ``(*S)`` zoomed to ``size`` by nearest neighbour
+    (``scipy.ndimage.zoom(order=0)``, as SSL4MIS zooms each ACDC slice to 256x256)."""
+    from scipy import ndimage
+
+    if tuple(label.shape) == tuple(size):
+        return image, label
+    factors = [n / s for n, s in zip(size, label.shape)]
+    return ndimage.zoom(image, [1, *factors], order=0), ndimage.zoom(label, factors, order=0)
+
+
 class Augment:
-    """A configured pipeline: a list of ``"rot90"``, ``"flip"``, ``"crop"`` and ``{"noise": {...}}`` steps.
+    """A configured pipeline: a list of ``"rot90"``, ``"flip"``, ``"crop"``, ``"rot_flip_or_rotate"``,
+    ``"zoom"`` and ``{"noise": {...}}`` steps.
 
     Args:
-        steps: names, or single-key mappings of a name to its options (``noise``: ``std``, ``clip``).
+        steps: names, or single-key mappings of a name to its options (``noise``: ``std``, ``clip``;
+            ``rot_flip_or_rotate``: ``angle``, the largest rotation in degrees, 20 by default).
         patch: the crop size.
         fg_crop_prob: probability that a labeled sample's crop is centred on a foreground voxel.
     """
@@ -73,7 +100,12 @@ class Augment:
         """The spatial axes this pipeline mirrors (``rot90`` over axes 0, 1 and ``flip`` of axis 0 or
         1 both make those two mirror images of each other): where test-time mirroring stays in the
         training distribution, as nnU-Net keeps its inference mirror axes to the trained ones."""
-        return (0, 1) if any(name in ("rot90", "flip") for name, _ in self.steps) else ()
+        return (0, 1) if any(name in ("rot90", "flip", "rot_flip_or_rotate") for name, _ in self.steps) else ()
+
+    @property
+    def crops(self) -> bool:
+        """Whether the pipeline crops the patch out of each case (else ``zoom`` resizes the whole case)."""
+        return any(name == "crop" for name, _ in self.steps)
 
     def __call__(
         self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator, labeled: bool, case: str
@@ -85,6 +117,17 @@ class Augment:
             elif name == "flip":
                 axis = int(rng.integers(0, 2))
                 image, label = np.flip(image, axis=axis + 1), np.flip(label, axis=axis)
+            elif name == "rot_flip_or_rotate":  # SSL4MIS's RandomGenerator: python's random, here the sample's rng
+                if rng.random() < 0.5:
+                    k, axis = int(rng.integers(0, 4)), int(rng.integers(0, 2))
+                    image, label = np.rot90(image, k, axes=(1, 2)), np.rot90(label, k, axes=(0, 1))
+                    image, label = np.flip(image, axis=axis + 1), np.flip(label, axis=axis)
+                else:
+                    limit = int(options.get("angle", 20))
+                    angle = int(rng.integers(-limit, limit))
+                    image, label = rotate(np.ascontiguousarray(image), np.ascontiguousarray(label), angle)
+            elif name == "zoom":
+                image, label = zoom_to(np.ascontiguousarray(image), np.ascontiguousarray(label), self.patch)
             elif name == "crop":
                 image, label, padded = pad_for_crop(image, label, self.patch)
                 if padded and not self._warned_pad:
@@ -102,4 +145,4 @@ class Augment:
         return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
-AUGMENTATIONS = ("rot90", "flip", "crop", "noise")
+AUGMENTATIONS = ("rot90", "flip", "crop", "rot_flip_or_rotate", "zoom", "noise")

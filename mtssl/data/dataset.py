@@ -20,8 +20,16 @@ __all__ = ["CaseStore", "SegmentationData", "TrainSet", "VolumeSet", "collate"]
 class CaseStore:
     """Loads cases and checks each once; ``preload`` keeps them all in memory from the start."""
 
-    def __init__(self, cases: Sequence[Case], num_classes: int, spatial_dims: int, preload: bool) -> None:
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        num_classes: int,
+        spatial_dims: int,
+        preload: bool,
+        stacks: Sequence[str] = (),
+    ) -> None:
         self.cases = {c.id: c for c in cases}
+        self.stacks = set(stacks)  # cases that are stacks of 2D slices (C, D, H, W), tested slice by slice
         if len(self.cases) != len(cases):
             seen: set[str] = set()
             twice = sorted({c.id for c in cases if c.id in seen or seen.add(c.id)})
@@ -39,7 +47,8 @@ class CaseStore:
         data = case.load()
         image = np.asarray(data.image, dtype=np.float32)
         label = None if data.label is None else np.asarray(data.label, dtype=np.uint8)
-        check_case(case.id, image, label, self.num_classes, self.spatial_dims)
+        dims = self.spatial_dims + (case.id in self.stacks)
+        check_case(case.id, image, label, self.num_classes, dims)
         return dataclasses.replace(data, image=image, label=label, spacing=tuple(float(s) for s in data.spacing))
 
     def __getitem__(self, case_id: str) -> CaseData:
@@ -61,6 +70,8 @@ class CaseStore:
                     f"case {case.id}: {data.image.shape[0]} image channels where the other cases have {in_channels}; "
                     "every case needs the same channels"
                 )
+            if case.id in self.stacks:  # tested slice by slice; the patch applies to its slices
+                continue
             size = data.image.shape[1:]
             largest = size if largest is None else tuple(max(a, b) for a, b in zip(largest, size))
         if patch is not None and largest is not None and any(p > n for p, n in zip(patch, largest)):
@@ -150,6 +161,11 @@ class SegmentationData:
         preprocessing: how raw inputs were normalised (``{"normalization": "none" | "zscore" | ...}``),
             saved in checkpoints so that inference can repeat it.
         physical_spacing: whether ``spacing`` is physical (mm), so distances are reported in mm.
+        stacked: whether the validation and test cases are stacks of 2D slices ``(C, D, H, W)`` for a
+            2D network trained on slices (ACDC): each is predicted slice by slice and scored as a volume.
+        slice_size: with ``stacked``, the size each slice is zoomed to before the network and its
+            probabilities zoomed back from (nearest neighbour, SSL4MIS's test); None: slid over at its
+            own size.
         class_names: one name per foreground class (``dataset.json``'s), shown in tables and
             ``metrics.json``; ``"1"``, ``"2"``, ... by default.
     """
@@ -168,12 +184,23 @@ class SegmentationData:
         preprocessing: dict[str, Any] | None = None,
         physical_spacing: bool = False,
         class_names: Sequence[str] | None = None,
+        stacked: bool = False,
+        slice_size: Sequence[int] | None = None,
     ) -> None:
         if len(patch) != spatial_dims:
             raise DataError(f"patch {tuple(patch)} must have {spatial_dims} sizes")
         by_id = {c.id: c for c in train_cases}
         wanted = [*split.labeled, *split.unlabeled, *split.val]
-        self.store = CaseStore([by_id[i] for i in wanted] + list(test_cases), num_classes, spatial_dims, preload)
+        if stacked and spatial_dims != 2:
+            raise DataError(
+                f"stacked validation and test cases are for a 2D network (spatial_dims 2), not {spatial_dims}"
+            )
+        stacks = [*split.val, *(c.id for c in test_cases)] if stacked else []
+        self.stacked = stacked
+        self.slice_size = tuple(slice_size) if slice_size is not None else None
+        self.store = CaseStore(
+            [by_id[i] for i in wanted] + list(test_cases), num_classes, spatial_dims, preload, stacks
+        )
         self.split = split
         self.preprocessing = dict(preprocessing or {"normalization": "none"})
         self.physical_spacing = physical_spacing
@@ -182,6 +209,7 @@ class SegmentationData:
         if len(self.class_names) != num_classes:
             raise DataError(f"{len(self.class_names)} class names {self.class_names} for {num_classes} classes")
         pipeline = Augment(augment, patch, fg_crop_prob)
+        self.crops = pipeline.crops
         self.mirror_axes = pipeline.mirror_axes  # where test-time mirroring is in the training distribution
         self.train = TrainSet(self.store, [*split.labeled, *split.unlabeled], len(split.labeled), pipeline)
         self.val = VolumeSet(self.store, split.val)
@@ -194,7 +222,7 @@ class SegmentationData:
 
         Returns how many cases were checked (see :meth:`CaseStore.check_all`).
         """
-        return self.store.check_all(self.in_channels, self.patch)
+        return self.store.check_all(self.in_channels, self.patch if self.crops else None)
 
     @property
     def labeled_indices(self) -> list[int]:

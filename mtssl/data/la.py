@@ -24,17 +24,18 @@ HOW_TO_GET = (
 )
 
 
-def read_h5_case(path: Path) -> CaseData:
-    """Read ``image`` and ``label`` from an LA ``mri_norm2.h5``, with clear errors for bad files."""
+def read_h5_case(path: Path, how_to_get: str = HOW_TO_GET) -> CaseData:
+    """Read ``image`` and ``label`` from an HDF5 case (LA's ``mri_norm2.h5``, an ACDC slice or volume),
+    with clear errors for bad files; ``how_to_get`` ends the message of a missing one."""
     import h5py
 
     if not path.is_file():
-        raise DataError(f"missing file {path}. {HOW_TO_GET}")
+        raise DataError(f"missing file {path}. {how_to_get}")
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in ("image", "label") if k not in f]
             if missing:
-                raise DataError(f"{path} has no {missing[0]!r} dataset (it holds {sorted(f.keys())}); {HOW_TO_GET}")
+                raise DataError(f"{path} has no {missing[0]!r} dataset (it holds {sorted(f.keys())}); {how_to_get}")
             image, label = f["image"][()], f["label"][()]
     except DataError:
         raise
@@ -42,7 +43,9 @@ def read_h5_case(path: Path) -> CaseData:
         raise DataError(f"{path} is not a readable HDF5 file ({exc}); restore or download it again") from exc
     image = numeric_array(image, f"{path}: 'image'")
     label = numeric_array(label, f"{path}: 'label'", integer=True)
-    return CaseData(image[None].astype(np.float32), label.astype(np.uint8), (1.0, 1.0, 1.0))
+    if image.shape != label.shape:
+        raise DataError(f"{path}: 'image' {image.shape} and 'label' {label.shape} differ; restore the file again")
+    return CaseData(image[None].astype(np.float32), label.astype(np.uint8), (1.0,) * image.ndim)
 
 
 @DATASETS.register("la")

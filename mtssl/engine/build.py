@@ -216,6 +216,7 @@ def inference_spec(
         physical_spacing=data.physical_spacing,
         class_names=tuple(data.class_names),
         mirror_axes=tuple(getattr(data, "mirror_axes", range(data.spatial_dims))),
+        slice_size=getattr(data, "slice_size", None),
         **{k: tuple(v) if isinstance(v, list) else v for k, v in data.preprocessing.items() if v is not None},
     )
 

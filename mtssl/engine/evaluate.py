@@ -13,7 +13,7 @@ import torch
 
 from mtssl import metrics
 from mtssl.data.resample import to_native
-from mtssl.engine.sliding_window import sliding_window
+from mtssl.engine.sliding_window import slice_by_slice, sliding_window
 
 __all__ = ["EvalConfig", "evaluate_cases", "largest_component", "probabilities_to_labels", "summarize"]
 
@@ -97,6 +97,7 @@ def evaluate_cases(
     softmax: bool,
     device: torch.device,
     physical_spacing: bool = False,
+    slice_size: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Per case and class: dice, jaccard, hd95, asd (NaN where a distance is undefined) and emptiness.
 
@@ -109,6 +110,9 @@ def evaluate_cases(
         softmax: whether the probabilities are softmax classes (argmax) or sigmoids (threshold).
         device: where the windows run and accumulate.
         physical_spacing: report distances in the cases' spacing (mm) rather than voxels.
+        slice_size: a stack of 2D slices (an image with one spatial axis more than the window, for a
+            2D network) is predicted slice by slice, each zoomed to this size first (None: slid over
+            at its own size); see :func:`~mtssl.engine.sliding_window.slice_by_slice`.
     """
     window = tuple(cfg.patch or patch)
     stride = tuple(cfg.stride or tuple(max(p // 2, 1) for p in window))
@@ -117,7 +121,10 @@ def evaluate_cases(
         if cfg.max_cases is not None and i >= cfg.max_cases:
             break
         image = item["image"].to(device)
-        probs = sliding_window(predict, image, window, stride, cfg.batch_size, cfg.blend)
+        if image.ndim == len(window) + 2:  # a stack of slices for a 2D network, scored as a volume
+            probs = slice_by_slice(predict, image, window, stride, cfg.batch_size, cfg.blend, slice_size)
+        else:
+            probs = sliding_window(predict, image, window, stride, cfg.batch_size, cfg.blend)
         truth, spacing = item["label"], item["spacing"]
         if "native_label" in item:  # a resampled or downsampled case, scored on its native grid
             truth, spacing = item["native_label"], item["native_spacing"]

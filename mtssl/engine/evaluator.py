@@ -97,6 +97,7 @@ class Evaluator:
             self.spec.softmax,
             self.device,
             self.spec.physical_spacing,
+            self.spec.slice_size,
         )
         self.model.train(was_training)
         if dist.enabled:

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_weight", "sliding_window", "window_starts"]
+__all__ = ["gaussian_weight", "slice_by_slice", "sliding_window", "window_starts"]
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -94,3 +94,44 @@ def sliding_window(
     out = total / count
     crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, size))
     return out[(slice(None), *crop)]
+
+
+def slice_by_slice(
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    stack: torch.Tensor,
+    patch: Sequence[int],
+    stride: Sequence[int],
+    batch_size: int = 8,
+    blend: Literal["constant", "gaussian"] = "constant",
+    size: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Predict a stack of 2D slices ``(C, D, H, W)`` with a 2D network, slice by slice along axis 0.
+
+    With ``size`` (SSL4MIS's ACDC test), each slice is zoomed to ``size`` by nearest neighbour
+    (``scipy.ndimage.zoom(order=0)`` exactly, :func:`mtssl.data.resample.zoom_nearest`), predicted, and
+    its probabilities zoomed back the same way; nearest neighbour commutes with the argmax, so this
+    equals zooming back the label map. Where ``size`` is the window, ``batch_size`` slices go through
+    the network at once; otherwise each slice is slid over with :func:`sliding_window`.
+
+    Returns:
+        ``(K, D, H, W)`` float32 probabilities on the stack's device.
+    """
+    from mtssl.data.resample import zoom_nearest
+
+    if stack.ndim != 4 or len(patch) != 2:
+        raise ValueError(f"slice_by_slice takes a (C, D, H, W) stack and a 2D patch, got {tuple(stack.shape)}, {patch}")
+    channels, depth, height, width = stack.shape
+    slices = stack.movedim(1, 0)  # (D, C, H, W)
+    if size is not None:
+        slices = zoom_nearest(slices.reshape(depth * channels, height, width), tuple(size))
+        slices = slices.reshape(depth, channels, *size)
+    if tuple(slices.shape[2:]) == tuple(patch):
+        probs = torch.cat([predictor(slices[i : i + batch_size]).float() for i in range(0, depth, batch_size)])
+    else:
+        probs = torch.stack([sliding_window(predictor, s, patch, stride, batch_size, blend) for s in slices])
+    classes = probs.shape[1]
+    if size is not None:
+        probs = zoom_nearest(probs.reshape(depth * classes, *size), (height, width)).reshape(
+            depth, classes, height, width
+        )
+    return probs.movedim(0, 1).contiguous()
