@@ -44,10 +44,12 @@ def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
     began = time.time()
     train_run(cell.config, folder, resume=holds_run(folder))  # an unfinished cell continues
     seconds = time.perf_counter() - start
-    records = (folder / "log.jsonl").read_text().splitlines()
+    speeds = [
+        r["it_per_s"] for r in map(json.loads, (folder / "log.jsonl").read_text().splitlines()) if "it_per_s" in r
+    ]
     timing = {
         "seconds": seconds,
-        "it_per_s": json.loads(records[-1])["it_per_s"] if records else None,
+        "it_per_s": speeds[-1] if speeds else None,
         "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         # The process's peak resident memory so far (Linux reports KiB): an upper bound for this cell.
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

@@ -262,7 +262,7 @@ class Trainer:
         if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
             self._log(progress, log_file)
         if self.eval_config.select != "last" and self.iteration % self.eval_config.select_every == 0:
-            self._select()
+            self._select(log_file)
         saved = self.iteration % tc.checkpoint_every == 0 or self.iteration == tc.iterations
         if saved:
             self.save()
@@ -287,7 +287,8 @@ class Trainer:
         shown = self.train_config.progress
         return self.evaluator.evaluate(cases, split, self.eval_config.select, progress=shown)
 
-    def _select(self) -> None:
+    def _select(self, log_file: Any) -> None:
+        """Score ``eval.select``'s split and keep ``best.pt``; ``log.jsonl`` gets the score and the best."""
         split = self.eval_config.select
         if split == "val" and not len(self.data.val):
             raise ConfigError("eval.select: val needs a validation split: set data.val to a fraction or a list file")
@@ -297,6 +298,8 @@ class Trainer:
         if score > self.best:
             self.best = score
             self.save("best.pt")
+        if self.dist.main:
+            log_file.write({"iteration": self.iteration, f"{split}/dice": score, f"{split}/best_dice": self.best})
 
     def final_weights(self) -> None:
         """Load the selected checkpoint's weights (best on val/test) before the final test."""
