@@ -4,8 +4,8 @@ How a block is run (docs/contributing.md says the same, for people writing docs)
 
 - Each page runs in its own sandbox folder, block after block, in the page's order, so a command
   can use what an earlier one wrote. The sandbox holds ``examples`` and ``docs`` (copies),
-  ``benchmarks`` (a link), ``data/LA`` (the restored LA set), ``data/isbi2012``, ``../shared/data`` (the shared
-  data) and ``case.nii.gz`` (a phantom volume standing in for "your image").
+  ``benchmarks`` (a link), ``data/LA`` and ``data/ACDC`` (the restored sets), ``data/isbi2012``,
+  ``../shared/data`` (the shared data) and ``case.nii.gz`` (a phantom volume standing in for "your image").
 - ``<!-- docs-test: quick="ARGS" -->`` before a block appends ARGS to each of its ``mtssl`` and
   ``python`` commands: the documented quick override of a command that would take too long.
 - ``<!-- docs-test: dry-run -->`` marks GPU and multi-node commands: ``mtssl`` gets ``--dry-run``,
@@ -87,7 +87,7 @@ def dry(args: list[str]) -> list[str]:
 
 
 class Sandbox:
-    def __init__(self, root: Path, la_root: Path, data_dir: Path) -> None:
+    def __init__(self, root: Path, la_root: Path, data_dir: Path, acdc_root: Path) -> None:
         self.cwd = root / "page"
         self.cwd.mkdir(parents=True)
         for name in ("examples", "docs"):  # copies: commands may write there (figures, a plugin's build)
@@ -96,6 +96,7 @@ class Sandbox:
         (self.cwd / "data").mkdir()
         (self.cwd / "data" / "LA").symlink_to(la_root)
         (self.cwd / "data" / "isbi2012").symlink_to(data_dir / "isbi2012")
+        (self.cwd / "data" / "ACDC").symlink_to(acdc_root)
         (root / "shared").mkdir()
         (root / "shared" / "data").symlink_to(data_dir)
         self.site: Path | None = None
@@ -199,10 +200,10 @@ def saved_registries():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
-def test_page_commands_run(page, tmp_path, la_full_root, saved_registries, monkeypatch):
+def test_page_commands_run(page, tmp_path, la_full_root, acdc_root, saved_registries, monkeypatch):
     found = blocks(page)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    sandbox = Sandbox(tmp_path, la_full_root, data_dir())
+    sandbox = Sandbox(tmp_path, la_full_root, data_dir(), acdc_root)
     namespace: dict = {"__name__": "__docs__"}
     for lang, code, directives in found:
         if lang in SHELL:

@@ -1,0 +1,117 @@
+"""The CPU ACDC protocol's tables, from the cells recorded under ``benchmarks/results/acdc_cpu/``.
+
+    python benchmarks/acdc_cpu_tables.py            # markdown for docs/acdc.md
+
+Per recipe and patient count: Dice % per seed, the mean and standard deviation over the seeds (the
+seed spread) and run times; the supervised bounds; then DBiSL against supervised, the mean teacher and
+DTC with **the volume as the unit**: each test volume's Dice (mean over its 3 classes) is averaged over
+the seeds both recipes have, and the Wilcoxon signed-rank test runs over the 40 volumes, the per-seed
+mean differences beside it (pooling volume x seed pairs as independent would overstate the evidence);
+then DBiSL's ablation against the full recipe at 3 patients, the same way; then SSL4MIS's reference
+code against mtssl (``benchmarks/ssl4mis_parity.py``). Only recorded cells count; a missing one shows
+as "—".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
+from la_cpu_tables import cells, seed_table
+from planned_comparison import compare
+
+RESULTS = Path(__file__).resolve().parent / "results" / "acdc_cpu"
+ORDER = ("supervised", "mean_teacher", "dtc", "dbisl")
+ABLATION = ("dbisl_no_transformed", "dbisl_no_consistency", "dbisl_no_pseudo", "dbisl_no_uncertainty")
+
+
+def volume_dice(rows: list[dict]) -> dict[str, float]:
+    """Each volume's Dice: the mean over its classes (a missing class prediction scores 0, as SSL4MIS's)."""
+    by_case: dict[str, list[float]] = {}
+    for r in rows:
+        by_case.setdefault(r["case"], []).append(r["dice"])
+    return {case: statistics.mean(values) for case, values in by_case.items()}
+
+
+def per_volume(grid: Path, recipe: str, labels: int) -> dict[int, dict[str, float]]:
+    """``{seed: {volume: Dice}}`` of a recorded grid's finished cells of ``recipe`` at ``labels``."""
+    out = {}
+    for metrics in sorted(grid.glob(f"runs/{recipe}/labels{labels}/seed*/metrics.json")):
+        out[int(metrics.parent.name[4:])] = volume_dice(json.loads(metrics.read_text())["per_case"])
+    return out
+
+
+def comparison_table(pairs: list[tuple[str, Path, str, Path, int]]) -> list[str]:
+    lines = [
+        "| recipe | against | patients | seeds | Dice % | against's | Δ (volumes, seed-averaged) | Wilcoxon p "
+        "(40 volumes) | volumes better | Δ per seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, grid, against, other, labels in pairs:
+        a, b = per_volume(grid, name, labels), per_volume(other, against, labels)
+        if not set(a) & set(b):
+            lines.append(f"| {name} | {against} | {labels} | — | | | | | | |")
+            continue
+        c = compare(a, b)
+        seeds = ", ".join(f"{100 * d:+.2f}" for d in c["per_seed_difference"].values())
+        lines.append(
+            f"| {name} | {against} | {labels} | {len(c['seeds'])} | {100 * c['dice_a']:.2f} "
+            f"| {100 * c['dice_b']:.2f} | {100 * c['difference']:+.2f} | {c['wilcoxon_p']:.3g} "
+            f"| {c['volumes_favouring_a']}/{c['cases']} | {seeds} |"
+        )
+    return lines
+
+
+def parity_table(folder: Path, grid: Path) -> list[str]:
+    """SSL4MIS's code against mtssl's, per recipe at 3 patients: Dice per seed, mean ± seed spread."""
+    lines = [
+        "| recipe | code | seed 1337 | seed 1338 | seed 1339 | mean ± std over seeds | run time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    ours = {(c["recipe"], c["seed"]): c for c in cells(grid) if c["labels"] == 3}
+    for recipe in ("supervised", "mean_teacher"):
+        refs = {}
+        for path in sorted(folder.glob(f"ssl4mis_{recipe}_3_s*.json")):
+            record = json.loads(path.read_text())
+            refs[record["seed"]] = {"dice": 100 * record["mean"]["dice"], "seconds": record["seconds"]}
+        mine = {seed: c for (r, seed), c in ours.items() if r == recipe}
+        for code, runs in (("SSL4MIS", refs), ("mtssl", mine)):
+            if not runs:
+                continue
+            dice = [runs[s]["dice"] for s in sorted(runs)]
+            spread = (
+                f"{statistics.mean(dice):.2f} ± {statistics.stdev(dice):.2f}" if len(dice) > 1 else f"{dice[0]:.2f}"
+            )
+            per_seed = " | ".join(f"{runs[s]['dice']:.2f}" if s in runs else "—" for s in (1337, 1338, 1339))
+            seconds = ", ".join(f"{runs[s]['seconds']:.0f}" for s in sorted(runs) if runs[s].get("seconds") is not None)
+            lines.append(f"| {recipe} | {code} | {per_seed} | {spread} | {seconds} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    main_grid, bounds, ablation = (args.results / name for name in ("main", "bounds", "ablation"))
+    rows = cells(main_grid) + cells(bounds)
+    print("#### Dice % per seed\n")
+    print("\n".join(seed_table(rows, ORDER)))
+    print("\n#### DBiSL against each baseline (the volume is the unit)\n")
+    pairs = [("dbisl", main_grid, other, main_grid, labels) for labels in (3, 7) for other in ORDER[:3]]
+    print("\n".join(comparison_table(pairs)))
+    if cells(ablation):
+        print("\n#### DBiSL's ablation at 3 patients: each part removed alone, against the full recipe\n")
+        print("\n".join(seed_table(cells(ablation), ABLATION)))
+        print()
+        print("\n".join(comparison_table([(name, ablation, "dbisl", main_grid, 3) for name in ABLATION])))
+    if (args.results / "ssl4mis").is_dir():
+        print("\n#### SSL4MIS's code against mtssl's, 3 patients\n")
+        print("\n".join(parity_table(args.results / "ssl4mis", main_grid)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The ACDC tables: a volume's Dice is its classes' mean, averaged over the seeds both recipes have, and
+the test runs over volumes; the SSL4MIS parity script edits only what it names."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from benchmarks.acdc_cpu_tables import comparison_table, per_volume, volume_dice
+from benchmarks.ssl4mis_parity import apply_changes, changes
+
+
+def write_cell(grid, recipe, labels, seed, dice):
+    cell = grid / "runs" / recipe / f"labels{labels}" / f"seed{seed}"
+    cell.mkdir(parents=True)
+    rows = [{"case": v, "class": c + 1, "dice": d} for v, per_class in dice.items() for c, d in enumerate(per_class)]
+    (cell / "metrics.json").write_text(json.dumps({"per_case": rows, "mean": {"dice": 0.5}}))
+
+
+def test_volumes_average_their_classes_then_the_common_seeds(tmp_path):
+    rng = np.random.default_rng(1)
+    dice = {
+        (r, s): {f"v{i}": rng.uniform(0.3, 0.95, 3).tolist() for i in range(10)}
+        for r in ("dbisl", "dtc")
+        for s in (1, 2)
+    }
+    for (recipe, seed), values in dice.items():
+        write_cell(tmp_path, recipe, 3, seed, values)
+    write_cell(tmp_path, "dbisl", 3, 3, dice["dbisl", 1])  # no dtc partner: left out of the test
+    assert volume_dice([{"case": "a", "class": c, "dice": d} for c, d in ((1, 0.2), (2, 0.4), (3, 0.9))]) == {
+        "a": pytest.approx(0.5)
+    }
+    a = per_volume(tmp_path, "dbisl", 3)
+    assert sorted(a) == [1, 2, 3] and a[2]["v4"] == pytest.approx(np.mean(dice["dbisl", 2]["v4"]))
+    cases = [f"v{i}" for i in range(10)]
+    mean = {r: [np.mean([np.mean(dice[r, s][c]) for s in (1, 2)]) for c in cases] for r in ("dbisl", "dtc")}
+    line = comparison_table([("dbisl", tmp_path, "dtc", tmp_path, 3)])[-1]
+    cells = [x.strip() for x in line.strip("|").split("|")]
+    assert cells[3] == "2"  # seeds both have
+    assert float(cells[7]) == pytest.approx(wilcoxon(mean["dbisl"], mean["dtc"]).pvalue, rel=1e-2)  # 10 pairs, not 20
+    assert float(cells[6]) == pytest.approx(100 * (np.mean(mean["dbisl"]) - np.mean(mean["dtc"])), abs=0.01)
+
+
+def test_parity_edits_apply_and_a_missing_text_stops(tmp_path):
+    code = tmp_path / "code"
+    (code / "dataloaders").mkdir(parents=True)
+    (code / "val_2D.py").write_text("x = net(input.cuda())\ndef f(patch_size=[256, 256]): pass\n")
+    (code / "dataloaders" / "dataset.py").write_text("import os\nimport cv2\n")
+    (code / "train_fully_supervised_2D.py").write_text(
+        "from tensorboardX import SummaryWriter\nfrom networks.net_factory import net_factory\n"
+        "y = x.cuda()\nparser.add_argument('--patch_size', type=list, default=[256, 256])\n"
+        "shutil.copytree('.', p, shutil.ignore_patterns(['.git', '__pycache__']))\nDataLoader(num_workers=16)\n"
+    )
+    apply_changes(code, changes("supervised", 1200, 128))
+    train = (code / "train_fully_supervised_2D.py").read_text()
+    assert ".cuda()" not in train and "default=[128, 128]" in train and "num_workers=0" in train
+    assert "import cv2" not in (code / "dataloaders" / "dataset.py").read_text()
+    assert "patch_size=[128, 128]" in (code / "val_2D.py").read_text()
+    # the mean teacher's ramp is the grid's (40 steps of 24), its start scaled with the run: 30000 -> 1200
+    edits = dict(changes("mean_teacher", 1200, 128, ramp_divisor=24))["train_mean_teacher_2D.py"]
+    assert ("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//24)") in edits
+    assert ("if iter_num < 1000:", "if iter_num < 40:") in edits
+    with pytest.raises(SystemExit, match="not found"):
+        apply_changes(code, changes("supervised", 1200, 128))  # the texts are gone now
