@@ -5,7 +5,7 @@
 A CPU grid outlasts a session, and its run folders (checkpoints included) stay out of git. This
 keeps what the tables and the paired statistics need: the grid's ``results.csv``, ``results.md``
 and ``stats.json``, and each finished cell's ``metrics.json`` and ``metrics.csv`` (per case),
-``timing.json`` and ``config.yaml``. Cells without ``metrics.json`` are unfinished and skipped.
+``timing.json``, ``config.yaml`` and ``log.jsonl`` (the losses and the selection scores). Cells without ``metrics.json`` are unfinished and skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GRID_FILES = ("results.csv", "results.md", "stats.json")
-CELL_FILES = ("metrics.json", "metrics.csv", "timing.json", "config.yaml")
+CELL_FILES = ("metrics.json", "metrics.csv", "timing.json", "config.yaml", "log.jsonl")
 
 
 def record(grid: Path, dest: Path) -> list[str]:

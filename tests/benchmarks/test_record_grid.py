@@ -17,6 +17,7 @@ def test_record_keeps_finished_cells_only(tmp_path, monkeypatch):
         (cell / "config.yaml").write_text("recipe: {name: dbisl}\n")
     (done / "metrics.json").write_text('{"mean": {"dice": 0.5}}')
     (done / "metrics.csv").write_text("case,dice\na,0.5\n")
+    (done / "log.jsonl").write_text('{"iteration": 2, "val/dice": 0.4}\n')
     (grid / "results.csv").write_text("recipe,labels,seed,dice\ndbisl,4,1,0.5\n")
     cells = record(grid, tmp_path / "kept")
     assert cells == ["dbisl/labels4/seed1"]
@@ -24,6 +25,7 @@ def test_record_keeps_finished_cells_only(tmp_path, monkeypatch):
     assert (kept / "results.csv").read_text().endswith("0.5\n")
     assert sorted(p.name for p in (kept / "runs/dbisl/labels4/seed1").iterdir()) == [
         "config.yaml",
+        "log.jsonl",
         "metrics.csv",
         "metrics.json",
     ]
