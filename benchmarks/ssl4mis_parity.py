@@ -177,9 +177,12 @@ def main(argv: list[str] | None = None) -> dict:
     marker.write_text("made by benchmarks/ssl4mis_parity.py\n")
     shutil.copytree(args.ssl4mis / "code", work / "code")
     edits = changes(args.recipe, args.iterations, args.patch, args.ramp_divisor)
+    # SSL4MIS picks its patients_to_slices table by "ACDC" in --root_path (else its Prostate one)
+    data = work / "ACDC"
+    data.symlink_to(args.data.resolve(), target_is_directory=True)
     apply_changes(work / "code", edits)
     command = [
-        sys.executable, SCRIPTS[args.recipe], "--root_path", str(args.data.resolve()), "--exp", f"ACDC/{name}",
+        sys.executable, SCRIPTS[args.recipe], "--root_path", str(data), "--exp", f"ACDC/{name}",
         "--max_iterations", str(args.iterations), "--batch_size", str(args.batch), "--labeled_num", str(args.labeled),
         "--seed", str(args.seed),
     ]  # fmt: skip
