@@ -83,6 +83,8 @@ def dataset_options(name: str, request: pytest.FixtureRequest) -> dict:
         return {"root": str(request.getfixturevalue("la_root")), "labeled": 4}
     if name == "msd":
         return {"root": str(request.getfixturevalue("msd_root")), "patch": (8, 8, 8), "labeled": 2}
+    if name == "acdc":
+        return {"root": str(request.getfixturevalue("acdc_root")), "patch": (64, 64), "labeled": 3}
     if name == "images2d":
         root = require_data(data_dir() / "isbi2012", "the ISBI 2012 data set")
         return {"root": str(root), "test_cases": ("20", "21"), "foreground_value": 0, "labeled": 4}

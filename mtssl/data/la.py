@@ -43,8 +43,6 @@ def read_h5_case(path: Path, how_to_get: str = HOW_TO_GET) -> CaseData:
         raise DataError(f"{path} is not a readable HDF5 file ({exc}); restore or download it again") from exc
     image = numeric_array(image, f"{path}: 'image'")
     label = numeric_array(label, f"{path}: 'label'", integer=True)
-    if image.shape != label.shape:
-        raise DataError(f"{path}: 'image' {image.shape} and 'label' {label.shape} differ; restore the file again")
     return CaseData(image[None].astype(np.float32), label.astype(np.uint8), (1.0,) * image.ndim)
 
 
