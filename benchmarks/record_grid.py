@@ -5,7 +5,8 @@
 A CPU grid outlasts a session, and its run folders (checkpoints included) stay out of git. This
 keeps what the tables and the paired statistics need: the grid's ``results.csv``, ``results.md``
 and ``stats.json``, and each finished cell's ``metrics.json`` and ``metrics.csv`` (per case),
-``timing.json``, ``config.yaml`` and ``log.jsonl`` (the losses and the selection scores). Cells without ``metrics.json`` are unfinished and skipped.
+``timing.json``, ``config.yaml`` and ``log.jsonl`` (the losses and the selection scores). Cells
+without ``metrics.json`` are unfinished and skipped.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def test_empty_labeled_set(tmp_path):
 
 def test_unknown_augmentation(tmp_path):
     with pytest.raises(
-        DataError, match="unknown augmentation .rotate.; known: rot90, flip, crop, rot_flip_or_rotate, zoom, noise"
+        DataError, match=r"unknown augmentation .rotate.; known: rot90, flip, crop, rot_flip_or_rotate, zoom, noise"
     ):
         create(make_la(tmp_path / "la"), augment=("rotate",))
 
