@@ -5,7 +5,11 @@ LeakyReLU (dropout between the two, 0.05 to 0.5 from the top stage down), max-po
 and up-sampling by a 1x1 convolution then bilinear interpolation (``align_corners=True``), the
 skip concatenated before the stage's convolutions. Its output convolution (3x3) belongs to the
 task head here: with one 4-channel head of ``head_kernel: 3`` the network has 1,813,764
-parameters, as SSL4MIS's ``UNet(in_chns=1, class_num=4)``.
+parameters, as SSL4MIS's ``UNet(in_chns=1, class_num=4)``. SSL4MIS's ``UNet`` sets ``bilinear:
+False``, but its ``Decoder`` never passes that to its ``UpBlock`` s, whose default (``True``) builds the
+1x1 convolution and the bilinear up-sampling; that is the network SSL4MIS trains, and the one here.
+``benchmarks/ssl4mis_parity.py`` loads SSL4MIS's weights into this network (tensor for tensor, in
+order) and gets identical logits.
 """
 
 from __future__ import annotations
