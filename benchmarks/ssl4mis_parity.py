@@ -8,7 +8,7 @@ mtssl's evaluator, beside mtssl's runs of the same recipe, labels and seed (docs
 SSL4MIS (HiLab-git/SSL4MIS, a checkout or a snapshot) is never part of this repository: its ``code/`` is
 copied into ``--work`` and changed only as :data:`CHANGES` lists, to run on the CPU at the CPU protocol's
 iterations, batch, patch and ramp (examples/configs/acdc_cpu_supervised.yaml), with the ramp and the
-mean teacher's ramp set to the CPU grid's (40 steps of 24 iterations) and its 1000-iteration start
+mean teacher's ramp set to the CPU grid's (40 steps of 28 iterations) and its 1000-iteration start
 scaled to the run's length as SSL4MIS's 30000 iterations have it.
 Every edit must find its text, so a changed upstream file stops the script instead of running something
 else. Only the network's import is narrowed (``net_factory`` imports every network SSL4MIS has, whose
@@ -46,11 +46,11 @@ NO_WRITER = (
 )
 
 
-def changes(recipe: str, iterations: int, patch: int, ramp_divisor: int = 24) -> dict[str, list[tuple[str, str]]]:
+def changes(recipe: str, iterations: int, patch: int, ramp_divisor: int = 28) -> dict[str, list[tuple[str, str]]]:
     """Every edit to SSL4MIS's files, by file: (text, replacement); each text must occur.
 
     The mean teacher's ramp steps every ``ramp_divisor`` iterations instead of 150 (with
-    ``--consistency_rampup 40``, mtssl's 40 steps: the CPU grid's ramp, full at 960 of 1200), and its
+    ``--consistency_rampup 40``, mtssl's 40 steps: the CPU grid's ramp, full at 1120 of 1400), and its
     consistency starts at 1000 / 30000 of the run instead of iteration 1000.
     """
     train = [
@@ -155,11 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--recipe", choices=sorted(SCRIPTS), required=True)
     ap.add_argument("--labeled", type=int, default=3, help="labeled patients")
     ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--iterations", type=int, default=1200)
+    ap.add_argument("--iterations", type=int, default=1400)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--labeled-bs", type=int, default=4, help="labeled slices a batch (the mean teacher)")
-    ap.add_argument("--patch", type=int, default=128)
-    ap.add_argument("--ramp-divisor", type=int, default=24, help="iterations per ramp step (of 40), as the grid's")
+    ap.add_argument("--patch", type=int, default=112)
+    ap.add_argument("--ramp-divisor", type=int, default=28, help="iterations per ramp step (of 40), as the grid's")
     ap.add_argument(
         "--work", type=Path, required=True, help="a folder outside the repository for the copy and its runs"
     )
