@@ -66,6 +66,35 @@ def comparison_table(pairs: list[tuple[str, Path, str, Path, int]]) -> list[str]
     return lines
 
 
+def class_table(grids: list[Path], order: tuple[str, ...] = ORDER) -> list[str]:
+    """Dice % per class (mean over the recorded seeds) and the volumes where a class was predicted empty."""
+    lines = [
+        "| recipe | patients | seeds | right ventricle | myocardium | left ventricle | empty (RV / Myo / LV) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    found: dict[tuple[str, int], list[dict]] = {}
+    for grid in grids:
+        for metrics in sorted(grid.glob("runs/*/labels*/seed*/metrics.json")):
+            key = (metrics.parent.parent.parent.name, int(metrics.parent.parent.name[len("labels") :]))
+            found.setdefault(key, []).append(json.loads(metrics.read_text()))
+    names = [r for r in order if any(k[0] == r for k in found)] + sorted({k[0] for k in found} - set(order))
+    for labels in sorted({k[1] for k in found}):
+        for recipe in names:
+            runs = found.get((recipe, labels))
+            if not runs:
+                continue
+            dice = [100 * statistics.mean(r["per_class"][c]["dice"] for r in runs) for c in ("1", "2", "3")]
+            empty = [
+                sum(row["empty_prediction"] for r in runs for row in r["per_case"] if row["class"] == c)
+                for c in (1, 2, 3)
+            ]
+            lines.append(
+                f"| {recipe} | {labels} | {len(runs)} | {dice[0]:.2f} | {dice[1]:.2f} | {dice[2]:.2f} "
+                f"| {' / '.join(map(str, empty))} |"
+            )
+    return lines
+
+
 def parity_table(folder: Path, grid: Path) -> list[str]:
     """SSL4MIS's code against mtssl's, per recipe at 3 patients: Dice per seed, mean ± seed spread."""
     lines = [
@@ -100,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = cells(main_grid) + cells(bounds)
     print("#### Dice % per seed\n")
     print("\n".join(seed_table(rows, ORDER)))
+    print("\n#### Dice % per class\n")
+    print("\n".join(class_table([main_grid, bounds, ablation])))
     print("\n#### DBiSL against each baseline (the volume is the unit)\n")
     pairs = [("dbisl", main_grid, other, main_grid, labels) for labels in (3, 7) for other in ORDER[:3]]
     print("\n".join(comparison_table(pairs)))

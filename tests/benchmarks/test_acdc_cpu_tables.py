@@ -7,15 +7,20 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from benchmarks.acdc_cpu_tables import comparison_table, per_volume, volume_dice
+from benchmarks.acdc_cpu_tables import class_table, comparison_table, per_volume, volume_dice
 from benchmarks.ssl4mis_parity import apply_changes, changes
 
 
 def write_cell(grid, recipe, labels, seed, dice):
     cell = grid / "runs" / recipe / f"labels{labels}" / f"seed{seed}"
     cell.mkdir(parents=True)
-    rows = [{"case": v, "class": c + 1, "dice": d} for v, per_class in dice.items() for c, d in enumerate(per_class)]
-    (cell / "metrics.json").write_text(json.dumps({"per_case": rows, "mean": {"dice": 0.5}}))
+    rows = [
+        {"case": v, "class": c + 1, "dice": d, "empty_prediction": d == 0}
+        for v, per_class in dice.items()
+        for c, d in enumerate(per_class)
+    ]
+    per_class = {str(c): {"dice": float(np.mean([r["dice"] for r in rows if r["class"] == c]))} for c in (1, 2, 3)}
+    (cell / "metrics.json").write_text(json.dumps({"per_case": rows, "per_class": per_class, "mean": {"dice": 0.5}}))
 
 
 def test_volumes_average_their_classes_then_the_common_seeds(tmp_path):
@@ -40,6 +45,13 @@ def test_volumes_average_their_classes_then_the_common_seeds(tmp_path):
     assert cells[3] == "2"  # seeds both have
     assert float(cells[7]) == pytest.approx(wilcoxon(mean["dbisl"], mean["dtc"]).pvalue, rel=1e-2)  # 10 pairs, not 20
     assert float(cells[6]) == pytest.approx(100 * (np.mean(mean["dbisl"]) - np.mean(mean["dtc"])), abs=0.01)
+
+
+def test_class_table_averages_the_seeds_and_counts_empty_classes(tmp_path):
+    write_cell(tmp_path, "dbisl", 3, 1, {"v1": [0.0, 0.6, 0.8], "v2": [0.2, 0.7, 0.9]})
+    write_cell(tmp_path, "dbisl", 3, 2, {"v1": [0.0, 0.4, 0.6], "v2": [0.0, 0.5, 0.7]})
+    line = class_table([tmp_path])[-1]
+    assert line == "| dbisl | 3 | 2 | 5.00 | 55.00 | 75.00 | 3 / 0 / 0 |"
 
 
 def test_parity_edits_apply_and_a_missing_text_stops(tmp_path):
