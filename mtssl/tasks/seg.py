@@ -39,15 +39,20 @@ class Segmentation(Task):
         self, output: torch.Tensor, target: torch.Tensor, label: torch.Tensor
     ) -> dict[str, Callable[[], torch.Tensor]]:
         """``dice``: Dice (the literature's form) of the foreground probabilities; ``ce``: softmax CE
-        of the label map, or the BCE of sigmoid logits."""
+        of the label map, or the BCE of sigmoid logits.
+
+        Every channel of :meth:`to_seg` is a foreground class (softmax's background is already dropped),
+        so the Dice keeps channel 0: ``dice_loss``'s default would drop it as a background, which left
+        the first class (ACDC's right ventricle) without a Dice term until issue 25 found it.
+        """
         return {
-            "dice": lambda: dice_loss(self.to_seg(output), target),
+            "dice": lambda: dice_loss(self.to_seg(output), target, include_background=True),
             "ce": lambda: cross_entropy(output, label) if self.softmax else binary_cross_entropy(output, target),
         }
 
     def score(self, mapped: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
         """Dice of probabilities transformed from another task against the foreground masks."""
-        return "dice", dice_loss(mapped, target)
+        return "dice", dice_loss(mapped, target, include_background=True)
 
     def target(self, label: torch.Tensor) -> torch.Tensor:
         """Foreground masks ``(B, K, *S)`` as float32 (the label map itself serves CE / Dice)."""

@@ -108,6 +108,7 @@ class FusedPseudoLabel:
         with torch.no_grad():
             sdf_target = signed_distance(hard.flatten(0, 1)).view(hard.shape)
         return {
-            "pseudo_seg": dice_loss(seg_prob, pseudo, weight=voxel_weight),
+            # every channel is a foreground class: none is a background to leave out
+            "pseudo_seg": dice_loss(seg_prob, pseudo, weight=voxel_weight, include_background=True),
             "pseudo_sdf": mse_loss(sdf_out, sdf_target, weight=voxel_weight),
         }

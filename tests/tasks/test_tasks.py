@@ -108,3 +108,30 @@ def test_the_soft_sdf_scale_follows_the_patch_unless_set():
     fixed = TASKS.create("sdf", num_classes=1, h=0.8)  # (24 * 20 * 16) ** (1 / 3) / 25 = 0.79
     torch.testing.assert_close(follows.from_seg(logits), fixed.from_seg(logits))
     assert not torch.allclose(follows.from_seg(logits), TASKS.create("sdf", num_classes=1, h=2.0).from_seg(logits))
+
+
+def _dice_per_class_float64(prob, masks):
+    """``1 - 2 sum(p t) / (sum p^2 + sum t^2)`` per class over the batch, by hand in float64."""
+    p, t = prob.double(), masks.double()
+    dims = (0, *range(2, p.ndim))
+    return 1 - (2 * (p * t).sum(dims) + 1e-5) / ((p * p).sum(dims) + (t * t).sum(dims) + 1e-5)
+
+
+@pytest.mark.parametrize("softmax", [False, True], ids=["sigmoid", "softmax"])
+def test_multiclass_dice_counts_every_foreground_class(label, softmax):
+    """The seg task's Dice (and its score of a mapped output) is the mean over all K foreground classes:
+    the first class is not a background to leave out (ACDC's right ventricle was, until issue 25)."""
+    task = TASKS.create("seg", num_classes=2, softmax=softmax)
+    logits = torch.randn(2, task.out_channels, 16, 18, 12, generator=torch.Generator().manual_seed(3))
+    logits.requires_grad_(True)
+    target = task.target(label)
+    dice = task.loss_components(logits, target, label)["dice"]()
+    per_class = _dice_per_class_float64(task.to_seg(logits).detach(), target)
+    assert float(dice) == pytest.approx(float(per_class.mean()), rel=1e-5)
+    (grad,) = torch.autograd.grad(dice, logits)
+    first_class = 1 if softmax else 0
+    assert grad[:, first_class].abs().sum() > 0
+    mapped = torch.sigmoid(torch.randn(2, 2, 16, 18, 12))
+    assert float(task.score(mapped, target)[1]) == pytest.approx(
+        float(_dice_per_class_float64(mapped, target).mean()), rel=1e-5
+    )

@@ -266,3 +266,17 @@ def test_cross_task_detached_side_gets_no_gradient(detach):
     assert teacher.grad is None and taught.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="teaches nothing"):
         TERMS.create("cross_task", detach_source=True, detach_target=True)
+
+
+def test_the_pseudo_label_dice_counts_every_foreground_class():
+    """With K = 2 classes the pseudo-label's Dice is the mean of both classes' Dice (none is a background)."""
+    tasks = {"seg": TASKS.create("seg", num_classes=2), "sdf": TASKS.create("sdf", num_classes=2)}
+    g = torch.Generator().manual_seed(5)
+    outputs = {"seg": torch.randn(2, 2, 12, 12, generator=g), "sdf": torch.tanh(torch.randn(2, 2, 12, 12, generator=g))}
+    term = TERMS.create("fused_pseudo_label", uncertainty="none", source="student")
+    step = ctx(outputs, tasks)
+    pseudo, _, weight = term.label(step)
+    assert torch.all(weight == 1)
+    prob, t = torch.sigmoid(outputs["seg"]).double(), pseudo.double()
+    per_class = 1 - (2 * (prob * t).sum((0, 2, 3)) + 1e-5) / ((prob * prob).sum((0, 2, 3)) + t.sum((0, 2, 3)) + 1e-5)
+    assert float(term(step)["pseudo_seg"]) == pytest.approx(float(per_class.mean()), rel=1e-5)
