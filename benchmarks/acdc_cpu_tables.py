@@ -22,46 +22,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
 from la_cpu_tables import cells, seed_table
-from planned_comparison import compare
+
+from mtssl.bench.report import case_dice
+from mtssl.bench.stats import compare_paired
 
 RESULTS = Path(__file__).resolve().parent / "results" / "acdc_cpu"
 ORDER = ("supervised", "mean_teacher", "dtc", "dbisl")
 ABLATION = ("dbisl_no_transformed", "dbisl_no_consistency", "dbisl_no_pseudo", "dbisl_no_uncertainty")
 
 
-def volume_dice(rows: list[dict]) -> dict[str, float]:
-    """Each volume's Dice: the mean over its classes (a missing class prediction scores 0, as SSL4MIS's)."""
-    by_case: dict[str, list[float]] = {}
-    for r in rows:
-        by_case.setdefault(r["case"], []).append(r["dice"])
-    return {case: statistics.mean(values) for case, values in by_case.items()}
-
-
 def per_volume(grid: Path, recipe: str, labels: int) -> dict[int, dict[str, float]]:
-    """``{seed: {volume: Dice}}`` of a recorded grid's finished cells of ``recipe`` at ``labels``."""
-    out = {}
-    for metrics in sorted(grid.glob(f"runs/{recipe}/labels{labels}/seed*/metrics.json")):
-        out[int(metrics.parent.name[4:])] = volume_dice(json.loads(metrics.read_text())["per_case"])
-    return out
+    """``{seed: {volume: Dice}}`` of a recorded grid's finished cells of ``recipe`` at ``labels`` (each
+    volume's Dice the mean over its classes; a class predicted empty scores 0, as in SSL4MIS's)."""
+    return {
+        int(metrics.parent.name[4:]): case_dice(metrics)
+        for metrics in sorted(grid.glob(f"runs/{recipe}/labels{labels}/seed*/metrics.json"))
+    }
 
 
 def comparison_table(pairs: list[tuple[str, Path, str, Path, int]]) -> list[str]:
     lines = [
-        "| recipe | against | patients | seeds | Dice % | against's | Δ (volumes, seed-averaged) | Wilcoxon p "
-        "(40 volumes) | volumes better | Δ per seed |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| recipe | against | patients | seeds | Dice % | against's | Δ (volumes, seed-averaged) | 95 % CI "
+        "(seeds, then volumes) | Wilcoxon p (volumes) | volumes better | Δ per seed | pooled p (secondary) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, grid, against, other, labels in pairs:
         a, b = per_volume(grid, name, labels), per_volume(other, against, labels)
         if not set(a) & set(b):
-            lines.append(f"| {name} | {against} | {labels} | — | | | | | | |")
+            lines.append(f"| {name} | {against} | {labels} | — | | | | | | | | |")
             continue
-        c = compare(a, b)
-        seeds = ", ".join(f"{100 * d:+.2f}" for d in c["per_seed_difference"].values())
+        c = compare_paired(a, b)
+        seeds = ", ".join(f"{100 * d:+.2f}" for d in c.per_seed.values())
+        lo, hi = c.ci95
         lines.append(
-            f"| {name} | {against} | {labels} | {len(c['seeds'])} | {100 * c['dice_a']:.2f} "
-            f"| {100 * c['dice_b']:.2f} | {100 * c['difference']:+.2f} | {c['wilcoxon_p']:.3g} "
-            f"| {c['volumes_favouring_a']}/{c['cases']} | {seeds} |"
+            f"| {name} | {against} | {labels} | {len(c.seeds)}{' ⚠' if c.warning else ''} | {100 * c.mean_a:.2f} "
+            f"| {100 * c.mean_b:.2f} | {100 * c.difference:+.2f} | [{100 * lo:+.2f}, {100 * hi:+.2f}] | {c.p:.3g} "
+            f"| {c.cases_favouring_a}/{c.cases} | {seeds} | {c.pooled_p:.3g} |"
         )
     return lines
 

@@ -4,8 +4,9 @@
 
 Per recipe and label count: Dice % per seed, the mean and standard deviation over seeds, empty
 predictions and run times; then each recipe paired against supervised, the mean teacher and DTC
-(each pair once) on the same test cases, pooled over the seeds both have (the harness's Wilcoxon
-signed-rank test and bootstrap CI, :func:`mtssl.bench.report.paired_stats`); then the share of the
+(each pair once) on the same test cases, each case's Dice averaged over the seeds both have (the
+harness's Wilcoxon test over the cases, two-level bootstrap CI and per-seed differences,
+:func:`mtssl.bench.report.paired_stats`); then the share of the
 gap between supervised with 4 labels and with all 80 that DBiSL closes. Only recorded cells
 count; a missing one shows as "—".
 
@@ -24,7 +25,7 @@ import json
 import statistics
 from pathlib import Path
 
-from mtssl.bench.report import paired_stats
+from mtssl.bench.report import PAIRED_HEADER, paired_row, paired_stats
 
 RESULTS = Path(__file__).resolve().parent / "results" / "la_cpu"
 ORDER = ("supervised", "mean_teacher", "dtc", "dbisl")
@@ -76,21 +77,14 @@ def seed_table(rows: list[dict], order: tuple[str, ...] = ORDER) -> list[str]:
 
 
 def paired_table(grid: Path, rows: list[dict], baselines: tuple[str, ...]) -> list[str]:
-    lines = [
-        "| recipe | against | labels | pairs (cases x seeds) | mean Δ Dice % | 95 % CI (bootstrap) | Wilcoxon p |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    lines = list(PAIRED_HEADER)
     shown = set()
     for baseline in baselines:
         for s in paired_stats(grid / "runs", rows, baseline):
             if (baseline, s["recipe"], s["labels"]) in shown:
                 continue  # the same pairs as an earlier row, negated
             shown.add((s["recipe"], baseline, s["labels"]))
-            lo, hi = s["ci95"]
-            lines.append(
-                f"| {s['recipe']} | {baseline} | {s['labels']} | {s['pairs']} | {100 * s['mean_dice_difference']:+.2f} "
-                f"| [{100 * lo:+.2f}, {100 * hi:+.2f}] | {s['wilcoxon_p']:.3g} |"
-            )
+            lines.append(paired_row(s))
     return lines
 
 

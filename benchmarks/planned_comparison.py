@@ -11,53 +11,28 @@ the first planner's 2 labeled + 2 unlabeled, half of them unused).
 Reads the cells recorded under ``benchmarks/results/la_nnunet_planned/`` (``record_grid.py``). Each
 test volume's Dice is first averaged over the seeds that both recipes have finished; the paired
 Wilcoxon signed-rank test then runs over the volumes (20 pairs), never over (volume x seed) pairs,
-which are not independent. The per-seed mean differences are shown beside it.
+which are not independent, with the two-level bootstrap interval (:mod:`mtssl.bench.stats`). The
+per-seed mean differences are shown beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
-from typing import Any
+
+from mtssl.bench.report import case_dice
+from mtssl.bench.stats import compare_paired
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "la_nnunet_planned"
 
 
 def per_case(folder: Path, recipe: str) -> dict[int, dict[str, float]]:
-    """``{seed: {case: Dice}}`` of a recorded grid's finished cells (class 1)."""
-    out = {}
-    for metrics in sorted(folder.glob(f"runs/{recipe}/labels*/seed*/metrics.json")):
-        seed = int(metrics.parent.name[4:])
-        rows = json.loads(metrics.read_text())["per_case"]
-        out[seed] = {r["case"]: r["dice"] for r in rows if r["class"] == 1}
-    return out
-
-
-def compare(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> dict[str, Any]:
-    """``a`` against ``b``: per-volume Dice averaged over the common seeds, the Wilcoxon test over the
-    volumes, and each common seed's mean difference."""
-    from scipy.stats import wilcoxon
-
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        raise SystemExit("no seed has finished for both recipes yet")
-    cases = sorted(set.intersection(*(set(a[s]) & set(b[s]) for s in seeds)))
-    mean_a = [statistics.mean(a[s][c] for s in seeds) for c in cases]
-    mean_b = [statistics.mean(b[s][c] for s in seeds) for c in cases]
-    diffs = [x - y for x, y in zip(mean_a, mean_b)]
-    test = wilcoxon(mean_a, mean_b) if any(diffs) else None
+    """``{seed: {case: Dice}}`` of a recorded grid's finished cells (the mean over a case's classes)."""
     return {
-        "seeds": seeds,
-        "cases": len(cases),
-        "dice_a": statistics.mean(mean_a),
-        "dice_b": statistics.mean(mean_b),
-        "difference": statistics.mean(diffs),
-        "wilcoxon_p": float(test.pvalue) if test is not None else 1.0,
-        "volumes_favouring_a": sum(d > 0 for d in diffs),
-        "per_seed_difference": {s: statistics.mean(a[s][c] - b[s][c] for c in cases) for s in seeds},
+        int(metrics.parent.name[4:]): case_dice(metrics)
+        for metrics in sorted(folder.glob(f"runs/{recipe}/labels*/seed*/metrics.json"))
     }
 
 
@@ -71,18 +46,24 @@ def main() -> None:
     args = parser.parse_args()
     dbisl = per_case(args.results / "la_nnunet_dbisl", "dbisl")
     supervised = per_case(args.results / args.supervised, "supervised")
-    result = compare(dbisl, supervised)
-    print("| seeds | volumes | supervised | DBiSL | difference | Wilcoxon p (volumes) | volumes DBiSL wins |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    result = compare_paired(dbisl, supervised)
     print(
-        f"| {', '.join(map(str, result['seeds']))} | {result['cases']} | {100 * result['dice_b']:.2f} | "
-        f"{100 * result['dice_a']:.2f} | {100 * result['difference']:+.2f} | {result['wilcoxon_p']:.2g} | "
-        f"{result['volumes_favouring_a']} of {result['cases']} |"
+        "| seeds | volumes | supervised | DBiSL | difference | 95 % CI (seeds, then volumes) | Wilcoxon p (volumes) "
+        "| volumes DBiSL wins |"
     )
-    per_seed = ", ".join(f"{s}: {100 * d:+.2f}" for s, d in result["per_seed_difference"].items())
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    lo, hi = result.ci95
+    print(
+        f"| {', '.join(map(str, result.seeds))} | {result.cases} | {100 * result.mean_b:.2f} | "
+        f"{100 * result.mean_a:.2f} | {100 * result.difference:+.2f} | [{100 * lo:+.2f}, {100 * hi:+.2f}] | "
+        f"{result.p:.2g} | {result.cases_favouring_a} of {result.cases} |"
+    )
+    per_seed = ", ".join(f"{s}: {100 * d:+.2f}" for s, d in result.per_seed.items())
     print(f"\nper-seed mean differences (DBiSL - supervised, Dice %): {per_seed}")
+    if result.warning:
+        print(f"warning: {result.warning}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        args.json.write_text(json.dumps(result.as_dict(), indent=1))
 
 
 if __name__ == "__main__":

@@ -192,6 +192,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             published=args.published,
             workers=args.workers,
             overrides=args.overrides,
+            rerun_changed=args.rerun_changed,
         )
     except TrainingInterrupted as stop:
         print(f"mtssl bench: {stop}; run the same command again to continue the grid", file=sys.stderr)
@@ -202,6 +203,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{len(ran)} cells to run")
     else:
+        table = Path(args.out) / "results.md"
+        if table.is_file():
+            print(table.read_text())
         print(f"ran {len(ran)} new cells; tables and plots in {args.out}")
     return 0
 
@@ -344,11 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_bench = sub.add_parser("bench", help="run a grid of recipes x label counts x seeds and tabulate it")
     p_bench.add_argument("grid", help="a grid YAML file")
-    p_bench.add_argument("overrides", nargs="*", help="key.sub=value overrides of every cell (use a new --out)")
+    p_bench.add_argument("overrides", nargs="*", help="key.sub=value overrides of every cell")
     p_bench.add_argument("--out", required=True, help="the grid folder (runs are kept; finished cells are skipped)")
     p_bench.add_argument("--dry-run", action="store_true", help="list the cells and whether they would run")
     p_bench.add_argument("--only", help="run only cells whose id matches this wildcard, e.g. 'dbisl/*'")
     p_bench.add_argument("--published", help="a YAML list of published rows to add to the table")
+    p_bench.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="rerun finished cells whose config differs from what the grid asks for now (old folders move to stale/)",
+    )
     p_bench.add_argument(
         "--workers", type=int, default=1, help="cells at once, each in its own process (one per GPU on a GPU machine)"
     )

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from mtssl.bench.grid import Cell, Grid
+from mtssl.bench.stats import compare_paired, median_over_seeds
 from mtssl.config import ConfigError, load_yaml, read_yaml
 
-__all__ = ["cell_finished", "collect", "paired_stats", "write_report"]
+__all__ = ["case_dice", "cell_finished", "collect", "paired_row", "paired_stats", "write_report"]
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
 log = logging.getLogger(__name__)
@@ -97,58 +98,96 @@ def _clear_best(cells: list[tuple[float | None, float | None, str]], higher: boo
     return i
 
 
+def case_dice(metrics_file: Path) -> dict[str, float]:
+    """A run's Dice per test case from its ``metrics.json``, averaged over the case's classes (a class
+    predicted empty scores 0, as in SSL4MIS's tables): the case is the unit of every comparison."""
+    by_case: dict[str, list[float]] = {}
+    for r in json.loads(Path(metrics_file).read_text())["per_case"]:
+        by_case.setdefault(str(r["case"]), []).append(r["dice"])
+    return {case: float(np.mean(values)) for case, values in by_case.items()}
+
+
 def _per_case(out: Path, cell_run: str) -> dict[str, float]:
-    metrics = json.loads((out / cell_run / "metrics.json").read_text())
-    return {f"{r['case']}:{r['class']}": r["dice"] for r in metrics["per_case"]}
+    return case_dice(out / cell_run / "metrics.json")
 
 
 def paired_stats(out: Path, rows: list[dict[str, Any]], baseline: str, seed: int = 0) -> list[dict[str, Any]]:
-    """Per recipe and label count: Wilcoxon signed-rank over paired test cases (all seeds) and a
-    bootstrap 95 % CI of the mean Dice difference to ``baseline``."""
-    from scipy.stats import wilcoxon
-
+    """Per recipe and label count, against ``baseline`` on the seeds both have: the Wilcoxon test over the
+    test cases (each case's Dice averaged over those seeds), the two-level bootstrap 95 % CI of the mean
+    difference, the per-seed differences, and the pooled (case x seed) test as a secondary column
+    (:mod:`mtssl.bench.stats`)."""
     by_key = {(r["recipe"], r["labels"], r["seed"]): r for r in rows}
     results = []
     for recipe in sorted({r["recipe"] for r in rows} - {baseline}):
         for labels in sorted({r["labels"] for r in rows}):
-            diffs = []
+            ours, theirs = {}, {}
             for (rec, lab, run_seed), row in sorted(by_key.items()):
                 base = by_key.get((baseline, lab, run_seed))
-                if rec != recipe or lab != labels or base is None:
-                    continue
-                ours, theirs = _per_case(out, row["run"]), _per_case(out, base["run"])
-                diffs += [ours[k] - theirs[k] for k in sorted(ours) if k in theirs]
-            if not diffs:
+                if rec == recipe and lab == labels and base is not None:
+                    ours[run_seed], theirs[run_seed] = _per_case(out, row["run"]), _per_case(out, base["run"])
+            if not ours:
                 continue
-            d = np.asarray(diffs)
-            p = float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
-            rng = np.random.default_rng(seed)
-            boot = rng.choice(d, size=(2000, len(d)), replace=True).mean(1)
+            c = compare_paired(ours, theirs, seed=seed)
             results.append(
                 {
                     "recipe": recipe,
                     "baseline": baseline,
                     "labels": labels,
-                    "pairs": len(d),
-                    "mean_dice_difference": float(d.mean()),
-                    "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-                    "wilcoxon_p": p,
+                    "seeds": list(c.seeds),
+                    "cases": c.cases,
+                    "mean_dice_difference": c.difference,
+                    "ci95": list(c.ci95),
+                    "wilcoxon_p": c.p,
+                    "per_seed_difference": {str(s): d for s, d in c.per_seed.items()},
+                    "seeds_favouring": [c.seeds_favouring_a, c.seeds_favouring_b],
+                    "pooled_wilcoxon_p": c.pooled_p,
+                    "warning": c.warning,
                 }
             )
     return results
 
 
+PAIRED_HEADER = (
+    "| recipe | against | labels | seeds | cases | mean Δ Dice % | 95 % CI (seeds, then cases) | Wilcoxon p "
+    "(cases) | Δ per seed | seeds for / against | pooled p (case x seed, secondary) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+)
+
+
+def paired_row(s: dict[str, Any]) -> str:
+    """One markdown row of :func:`paired_stats`' output (with a warning mark where it has one)."""
+    lo, hi = s["ci95"]
+    per_seed = ", ".join(f"{100 * d:+.2f}" for d in s["per_seed_difference"].values())
+    mark = " ⚠" if s["warning"] else ""
+    return (
+        f"| {s['recipe']} | {s['baseline']} | {s['labels']} | {len(s['seeds'])}{mark} | {s['cases']} | "
+        f"{100 * s['mean_dice_difference']:+.2f} | [{100 * lo:+.2f}, {100 * hi:+.2f}] | {s['wilcoxon_p']:.3g} | "
+        f"{per_seed} | {s['seeds_favouring'][0]} / {s['seeds_favouring'][1]} | {s['pooled_wilcoxon_p']:.3g} |"
+    )
+
+
+PAIRED_NOTE = (
+    "The unit is the test case: each case's Dice (mean over its classes) is averaged over the seeds both "
+    "recipes have, and the Wilcoxon signed-rank test runs over the cases. The interval is a two-level "
+    "bootstrap (the seeds resampled, then the cases). ⚠: fewer than 3 seeds, so the spread between seeds is "
+    "not measured. The pooled p treats every (case, seed) pair as independent and overstates; it is shown "
+    "for comparison with older tables only."
+)
+
+
 def _table(rows: list[dict[str, Any]], published: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| recipe | labels | Dice % | Jaccard % | 95HD | ASD | empty | runs |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| recipe | labels | Dice % | Dice % median | Jaccard % | 95HD | ASD | empty | runs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups: dict[int, list[tuple[str, dict[str, tuple[float | None, float | None, str]], int, int]]] = {}
+    medians: dict[tuple[str, int], float | None] = {}
     for labels in sorted({r["labels"] for r in rows}):
         for recipe in dict.fromkeys(r["recipe"] for r in rows):
             sel = [r for r in rows if r["recipe"] == recipe and r["labels"] == labels]
             if sel:
                 cells = {m: _fmt([r[m] for r in sel], 100 if m in ("dice", "jaccard") else 1) for m in METRICS}
+                medians[recipe, labels] = median_over_seeds([r["dice"] for r in sel])
                 groups.setdefault(labels, []).append(
                     (recipe, cells, sum(r["empty_predictions"] for r in sel), len(sel))
                 )
@@ -156,9 +195,12 @@ def _table(rows: list[dict[str, Any]], published: list[dict[str, Any]]) -> list[
         best = {m: _clear_best([c[m] for _, c, _, _ in entries], HIGHER_IS_BETTER[m]) for m in METRICS}
         for k, (recipe, cells, empty, n) in enumerate(entries):
             text = [f"**{cells[m][2]}**" if best[m] == k else cells[m][2] for m in METRICS]
+            median = medians[recipe, labels]
+            text.insert(1, f"{100 * median:.2f}" if median is not None else "n/a")
             lines.append(f"| {recipe} | {labels} | {' | '.join(text)} | {empty} | {n} |")
         for pub in (p for p in published if p.get("labels") == labels):
             values = [f"{pub[m]:.2f}" if pub.get(m) is not None else "—" for m in METRICS]
+            values.insert(1, "—")
             lines.append(
                 f"| {pub['recipe']} (published: {pub.get('source', 'paper')}) | {labels} | "
                 + " | ".join(values)
@@ -259,7 +301,8 @@ def write_report(out: Path, grid: Grid, cells: Sequence[Cell], published: str | 
     lines = [
         "# Results",
         "",
-        "Mean ± std over seeds of the per-run means (± 0.00: one seed); a value is bold where it is best "
+        "Mean ± std over seeds of the per-run means (± 0.00: one seed), and the median over seeds of the "
+        "tested checkpoint's Dice; a value is bold where it is best "
         "for its label count by more than the seed spread of it and the runner-up (never with one seed); "
         "95HD and ASD in voxels unless the data set has a physical spacing.",
         "",
@@ -267,19 +310,8 @@ def write_report(out: Path, grid: Grid, cells: Sequence[Cell], published: str | 
     ]
     stats = paired_stats(out, rows, grid.baseline) if grid.baseline else []
     if stats:
-        lines += [
-            "",
-            f"## Paired against {grid.baseline} (Dice, per test case, all seeds)",
-            "",
-            "| recipe | labels | pairs | mean Δ Dice % | 95 % CI (bootstrap) | Wilcoxon p |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for s in stats:
-            lo, hi = s["ci95"]
-            lines.append(
-                f"| {s['recipe']} | {s['labels']} | {s['pairs']} | {100 * s['mean_dice_difference']:+.2f} | "
-                f"[{100 * lo:+.2f}, {100 * hi:+.2f}] | {s['wilcoxon_p']:.3g} |"
-            )
+        lines += ["", f"## Paired against {grid.baseline} (Dice)", "", PAIRED_NOTE, "", *PAIRED_HEADER]
+        lines += [paired_row(s) for s in stats]
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plots(out, rows)

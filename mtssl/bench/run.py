@@ -25,14 +25,15 @@ import yaml
 
 from mtssl.bench.grid import Cell, load_grid
 from mtssl.bench.report import cell_finished, write_report
-from mtssl.config import ConfigError
+from mtssl.config import ConfigError, load_yaml
+from mtssl.engine.build import resolved_config
 from mtssl.engine.progress import TrainingInterrupted
-from mtssl.engine.records import holds_run
+from mtssl.engine.records import config_changes, holds_run
 from mtssl.engine.run import plan_run, train_run
 from mtssl.files import atomic_write, atomic_write_json
 from mtssl.registry import RegistryError
 
-__all__ = ["GridError", "cell_finished", "run_grid"]
+__all__ = ["GridError", "cell_finished", "changed_cells", "run_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,47 @@ class GridError(RuntimeError):
     """Cells of a grid that failed; the others ran and the tables cover them."""
 
 
+# Where the data lives is not what a cell computes: a grid whose data moved keeps its cells.
+NOT_STALE = ("data.root",)
+
+
+def changed_cells(out: Path, cells: Sequence[Cell]) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """Finished cells whose resolved config (their ``config.yaml``) differs from what the grid asks for now:
+    ``{cell id: {dotted key: (ran with, asked for)}}``. Keys that do not change the result
+    (:data:`~mtssl.engine.records.FREE_TO_CHANGE`, the provenance record, the data's location) are ignored."""
+    stale = {}
+    for cell in cells:
+        folder = out / "runs" / cell.id
+        if not cell_finished(folder) or not (folder / "config.yaml").is_file():
+            continue
+        changes = config_changes(resolved_config(load_yaml(folder / "config.yaml")), resolved_config(cell.config))
+        changes = {k: v for k, v in changes.items() if k not in NOT_STALE}
+        if changes:
+            stale[cell.id] = changes
+    return stale
+
+
+def _describe_changes(stale: dict[str, dict[str, tuple[Any, Any]]]) -> str:
+    lines = []
+    for cid, changes in list(stale.items())[:5]:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:3])
+        more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
+        lines.append(f"  {cid}: {listed}{more}")
+    if len(stale) > 5:
+        lines.append(f"  ... and {len(stale) - 5} more cells")
+    return "\n".join(lines)
+
+
+def _set_aside(out: Path, cell_ids: Sequence[str]) -> None:
+    """Move changed cells' run folders (written by mtssl) to ``out/stale/<id>/<time>`` before they rerun."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for cid in cell_ids:
+        target = out / "stale" / cid / stamp
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (out / "runs" / cid).rename(target)
+        log.info("moved the changed cell %s to %s", cid, target)
+
+
 def run_grid(
     grid_path: str | Path,
     out: str | Path,
@@ -126,6 +168,7 @@ def run_grid(
     published: str | Path | None = None,
     workers: int = 1,
     overrides: Sequence[str] = (),
+    rerun_changed: bool = False,
 ) -> list[str]:
     """Run every cell without a finished run folder (``metrics.json`` and ``timing.json``), then report.
 
@@ -136,8 +179,11 @@ def run_grid(
         dry_run: check every cell's config, list what would run, and run nothing.
         published: a YAML list of published rows to add to the table.
         workers: cells run at once, each in its own process (one per GPU on a GPU machine).
-        overrides: ``key=value`` overrides of every cell, after the grid's own (use a new ``out``
-            folder when you change them: finished cells are not re-run).
+        overrides: ``key=value`` overrides of every cell, after the grid's own.
+        rerun_changed: rerun the finished cells whose config differs from what the grid (file and
+            overrides) asks for now (:func:`changed_cells`), moving their old folders to
+            ``out/stale/``; without it such cells stop the grid before anything runs, listed with
+            their changes.
 
     Returns the ids of the cells that ran (or, with ``dry_run``, would run).
     """
@@ -145,7 +191,14 @@ def run_grid(
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
     grid, cells = load_grid(grid_path, only, overrides)
-    todo = [c for c in cells if not cell_finished(out / "runs" / c.id)]
+    stale = changed_cells(out, cells)
+    if stale and not rerun_changed and not dry_run:
+        raise ConfigError(
+            f"{len(stale)} finished cell(s) in {out} ran with a config that differs from what the grid asks for "
+            f"now (ran with -> asked for):\n{_describe_changes(stale)}\nrerun them with --rerun-changed (their "
+            "old folders move to stale/), restore the grid's old values, or use another --out"
+        )
+    todo = [c for c in cells if c.id in stale or not cell_finished(out / "runs" / c.id)]
     bad = {}
     for cell in cells:  # every cell's config is checked before the first runs (each run checks its data)
         try:
@@ -157,8 +210,12 @@ def run_grid(
         raise ConfigError(f"{len(bad)} of {len(cells)} grid cells have a bad config, nothing ran: {listed}")
     if dry_run:
         for cell in cells:
-            log.info("%s %s", "run " if cell in todo else "done", cell.id)
+            state = "changed" if cell.id in stale else "run " if cell in todo else "done"
+            log.info("%s %s", state, cell.id)
+        if stale:
+            log.warning("changed since they ran (--rerun-changed reruns them):\n%s", _describe_changes(stale))
         return [c.id for c in todo]
+    _set_aside(out, list(stale))
     if workers > 1 and len(todo) > 1:
         failed = _run_parallel(todo, out, min(workers, len(todo)))
     else:

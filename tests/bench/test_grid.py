@@ -66,7 +66,9 @@ def test_micro_grid(grid_file, tmp_path):
     assert "## Paired against supervised" in table
     stats = json.loads((out / "stats.json").read_text())
     assert {(s["recipe"], s["labels"]) for s in stats} == {("dtc", 2), ("dtc", 3)}
-    assert all(s["pairs"] == 2 and s["ci95"][0] <= s["mean_dice_difference"] <= s["ci95"][1] for s in stats)
+    assert all(s["cases"] == 2 and s["seeds"] == [0] for s in stats)
+    assert all(s["ci95"][0] <= s["mean_dice_difference"] <= s["ci95"][1] and "1 seed" in s["warning"] for s in stats)
+    assert "| dtc | supervised | 2 | 1 ⚠ | 2 |" in table
 
     before = {name: (out / name).read_bytes() for name in ("results.csv", "results.json", "results.md", "stats.json")}
     assert run_grid(grid_file, out, published=published) == []  # nothing new runs
@@ -262,3 +264,31 @@ def test_sigterm_during_bench_exits_143_with_one_line(grid_file, tmp_path):
     assert proc.returncode == 143
     assert "mtssl bench: stopped by signal 15 at iteration" in err and "run the same command again" in err
     assert "Traceback" not in err
+
+
+def test_a_cell_whose_config_changed_is_named_not_reused(grid_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    run_grid(grid_file, out, only="supervised/labels2/*")
+    cell = out / "runs" / "supervised/labels2/seed0"
+    first = (cell / "metrics.json").read_bytes()
+    # Where the data lives and how often the run logs do not change what a cell computes.
+    assert run_grid(grid_file, out, only="supervised/labels2/*", overrides=["train.log_every=1"]) == []
+    with pytest.raises(ConfigError, match=r"(?s)supervised/labels2/seed0: train\.iterations: 4 -> 5.*--rerun-changed"):
+        run_grid(grid_file, out, only="supervised/labels2/*", overrides=["train.iterations=5"])
+    assert (cell / "metrics.json").read_bytes() == first  # nothing ran, nothing moved
+    assert (
+        main(["bench", str(grid_file), "--out", str(out), "--only", "supervised/*", "--dry-run", "train.iterations=5"])
+        == 0
+    )
+    assert "2 cells to run" in capsys.readouterr().out  # the changed cell and the one never run
+    ran = run_grid(grid_file, out, only="supervised/labels2/*", overrides=["train.iterations=5"], rerun_changed=True)
+    assert ran == ["supervised/labels2/seed0"]
+    (moved,) = (out / "stale" / "supervised/labels2/seed0").iterdir()
+    assert (moved / "metrics.json").read_bytes() == first
+    assert yaml.safe_load((cell / "config.yaml").read_text())["train"]["iterations"] == 5
+
+
+def test_bench_prints_its_table(grid_file, tmp_path, capsys):
+    assert main(["bench", str(grid_file), "--out", str(tmp_path / "o"), "--only", "supervised/labels2/*"]) == 0
+    printed = capsys.readouterr().out
+    assert "| recipe | labels | Dice % | Dice % median |" in printed and "| supervised | 2 |" in printed

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from benchmarks.acdc_cpu_tables import class_table, comparison_table, per_volume, volume_dice
+from benchmarks.acdc_cpu_tables import class_table, comparison_table, per_volume
 from benchmarks.ssl4mis_parity import apply_changes, changes
 
 
@@ -33,17 +33,14 @@ def test_volumes_average_their_classes_then_the_common_seeds(tmp_path):
     for (recipe, seed), values in dice.items():
         write_cell(tmp_path, recipe, 3, seed, values)
     write_cell(tmp_path, "dbisl", 3, 3, dice["dbisl", 1])  # no dtc partner: left out of the test
-    assert volume_dice([{"case": "a", "class": c, "dice": d} for c, d in ((1, 0.2), (2, 0.4), (3, 0.9))]) == {
-        "a": pytest.approx(0.5)
-    }
     a = per_volume(tmp_path, "dbisl", 3)
     assert sorted(a) == [1, 2, 3] and a[2]["v4"] == pytest.approx(np.mean(dice["dbisl", 2]["v4"]))
     cases = [f"v{i}" for i in range(10)]
     mean = {r: [np.mean([np.mean(dice[r, s][c]) for s in (1, 2)]) for c in cases] for r in ("dbisl", "dtc")}
     line = comparison_table([("dbisl", tmp_path, "dtc", tmp_path, 3)])[-1]
     cells = [x.strip() for x in line.strip("|").split("|")]
-    assert cells[3] == "2"  # seeds both have
-    assert float(cells[7]) == pytest.approx(wilcoxon(mean["dbisl"], mean["dtc"]).pvalue, rel=1e-2)  # 10 pairs, not 20
+    assert cells[3] == "2 ⚠"  # seeds both have; fewer than 3
+    assert float(cells[8]) == pytest.approx(wilcoxon(mean["dbisl"], mean["dtc"]).pvalue, rel=1e-2)  # 10 pairs, not 20
     assert float(cells[6]) == pytest.approx(100 * (np.mean(mean["dbisl"]) - np.mean(mean["dtc"])), abs=0.01)
 
 
