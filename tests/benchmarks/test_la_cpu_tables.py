@@ -102,3 +102,17 @@ def test_the_case_table_correlates_each_images_spread_with_its_dice(tmp_path, mo
     worst = int(np.argmin(mean))
     assert f"| c{worst} | {measured[worst]:.2f} | {mean[worst]:.1f} |" in out
     sys.modules.pop("la_cpu_tables", None)
+
+
+def test_the_docs_show_the_recorded_tables(monkeypatch, capsys):
+    """Every table row ``la_cpu_tables.py`` prints from the recorded cells stands, verbatim, on the LA page:
+    the page's numbers are the recorded ones, with the statistics the harness computes now."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import la_cpu_tables
+
+    la_cpu_tables.main([])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    page = (ROOT / "docs" / "la_benchmark.md").read_text()
+    missing = [row for row in rows if row not in page]
+    assert len(rows) > 30 and not missing, missing[:3]
+    sys.modules.pop("la_cpu_tables", None)
