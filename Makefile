@@ -7,7 +7,16 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs bench clean slurm
+
+## slurm: the SLURM and munge binaries the SLURM tests start a local cluster with (Debian's slurm-wlm and
+## munge; installed with apt-get when missing and this is root, as on CI; otherwise those tests skip)
+slurm:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; \
+	else echo "make: SLURM is not installed and this is not root: the SLURM tests will skip"; fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out runs/demo $(DEMO_ARGS)
 
 ## test: ruff, the layer contract, pytest, the strict docs build
-test: lint $(STAMP)
+test: lint slurm $(STAMP)
 	$(BIN)/pytest
 	$(BIN)/mkdocs build --strict --site-dir build/site
 

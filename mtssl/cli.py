@@ -179,10 +179,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from mtssl.config import ConfigError
+
+    extra = {}
+    for item in args.sbatch:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--sbatch takes KEY=VALUE (an #SBATCH --KEY=VALUE line), got {item!r}")
+        extra[key.lstrip("-")] = value
+    names = ("partition", "time", "cpus_per_task", "gpus_per_node", "mem_gb", "account", "array_parallelism")
+    return {**{k: getattr(args, k) for k in names}, **({"sbatch": extra} if extra else {})}
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from mtssl.bench.run import GridError, run_grid
+    from mtssl.bench.run import GridError, grid_status, report_grid, run_grid
     from mtssl.engine.progress import TrainingInterrupted
 
+    if args.status:
+        print(grid_status(args.grid, args.out, args.overrides))
+        return 0
+    if args.report:
+        finished = report_grid(args.grid, args.out, args.published, args.overrides)
+        print(f"tables and plots of {finished} finished cells in {args.out}")
+        return 0
     try:
         ran = run_grid(
             args.grid,
@@ -193,6 +213,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             workers=args.workers,
             overrides=args.overrides,
             rerun_changed=args.rerun_changed,
+            launcher=args.launcher,
+            slurm=_slurm_overrides(args),
         )
     except TrainingInterrupted as stop:
         print(f"mtssl bench: {stop}; run the same command again to continue the grid", file=sys.stderr)
@@ -202,6 +224,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 1
     if args.dry_run:
         print(f"{len(ran)} cells to run")
+    elif args.launcher == "slurm":
+        print(
+            f"submitted {len(ran)} cells to SLURM; `mtssl bench {args.grid} --out {args.out} --status` shows them, and "
+            "the last cell to finish writes the tables (--report writes them now)"
+        )
     else:
         table = Path(args.out) / "results.md"
         if table.is_file():
@@ -360,6 +387,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_bench.add_argument(
         "--workers", type=int, default=1, help="cells at once, each in its own process (one per GPU on a GPU machine)"
+    )
+    p_bench.add_argument(
+        "--launcher", choices=("local", "slurm"), default="local", help="run the cells here, or submit them to SLURM"
+    )
+    what = p_bench.add_mutually_exclusive_group()
+    what.add_argument("--status", action="store_true", help="show which cells finished, run, wait or failed")
+    what.add_argument("--report", action="store_true", help="write the tables from the finished cells now")
+    slurm = p_bench.add_argument_group("SLURM (--launcher slurm; over the grid file's slurm: section)")
+    slurm.add_argument("--partition", help="the partition")
+    slurm.add_argument("--time", type=int, help="minutes per cell (requeued from its checkpoint when reached)")
+    slurm.add_argument("--cpus", type=int, dest="cpus_per_task", help="CPU cores per cell")
+    slurm.add_argument("--gpus", type=int, dest="gpus_per_node", help="GPUs per cell")
+    slurm.add_argument("--mem-gb", type=float, help="memory per cell, GB")
+    slurm.add_argument("--account", help="the account to charge")
+    slurm.add_argument("--array-parallelism", type=int, help="the most cells running at once")
+    slurm.add_argument(
+        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="an extra #SBATCH --KEY=VALUE line"
     )
     p_bench.set_defaults(func=_cmd_bench)
     return parser

@@ -26,6 +26,7 @@ class Grid:
         vary_subset: also let the seed choose which cases are labeled (default: the literature's first N).
         overrides: ``key=value`` overrides applied to every cell.
         baseline: the row that paired statistics compare against.
+        slurm: per-cell resources for ``--launcher slurm`` (:class:`mtssl.bench.slurm.SlurmOptions`).
     """
 
     base: str
@@ -35,6 +36,7 @@ class Grid:
     vary_subset: bool = False
     overrides: list[str] = dataclasses.field(default_factory=list)
     baseline: str | None = None
+    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

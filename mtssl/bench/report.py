@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import numpy as np
 from mtssl.bench.grid import Cell, Grid
 from mtssl.bench.stats import compare_paired, median_over_seeds
 from mtssl.config import ConfigError, load_yaml, read_yaml
+from mtssl.files import atomic_write
 
 __all__ = ["case_dice", "cell_finished", "collect", "paired_row", "paired_stats", "write_report"]
 
@@ -290,11 +292,13 @@ def write_report(out: Path, grid: Grid, cells: Sequence[Cell], published: str | 
     rows = collect(out, cells)
     if not rows:
         return
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    # Atomic: a reader (or the SLURM task that finishes next) never sees half a table.
+    atomic_write(out / "results.csv", table.getvalue())
+    atomic_write(out / "results.json", json.dumps(rows, indent=1))
     pub = read_yaml(published) if published else []
     if not isinstance(pub, list) or not all(isinstance(p, dict) for p in pub):
         raise ConfigError(f"{published} must hold a YAML list of rows (recipe, labels, dice, ...)")
@@ -312,6 +316,6 @@ def write_report(out: Path, grid: Grid, cells: Sequence[Cell], published: str | 
     if stats:
         lines += ["", f"## Paired against {grid.baseline} (Dice)", "", PAIRED_NOTE, "", *PAIRED_HEADER]
         lines += [paired_row(s) for s in stats]
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    atomic_write(out / "stats.json", json.dumps(stats, indent=1))
+    atomic_write(out / "results.md", "\n".join(lines) + "\n")
     _plots(out, rows)

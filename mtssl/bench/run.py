@@ -16,14 +16,14 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from mtssl.bench.grid import Cell, load_grid
+from mtssl.bench.grid import Cell, Grid, load_grid
 from mtssl.bench.report import cell_finished, write_report
 from mtssl.config import ConfigError, load_yaml
 from mtssl.engine.build import resolved_config
@@ -33,12 +33,13 @@ from mtssl.engine.run import plan_run, train_run
 from mtssl.files import atomic_write, atomic_write_json
 from mtssl.registry import RegistryError
 
-__all__ = ["GridError", "cell_finished", "changed_cells", "run_grid"]
+__all__ = ["GridError", "cell_finished", "changed_cells", "grid_status", "report_grid", "run_cell", "run_grid"]
 
 log = logging.getLogger(__name__)
 
 
-def _run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
+def run_cell(cell: Cell, folder: Path) -> dict[str, Any]:
+    """Train and test one cell into ``folder`` (continuing an unfinished run), then write its ``timing.json``."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -87,7 +88,7 @@ def _run_parallel(todo: Sequence[Cell], out: Path, workers: int) -> dict[str, Ba
     threads = max(1, (os.cpu_count() or 1) // workers)
     failed: dict[str, BaseException] = {}
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(slots, threads)) as pool:
-        futures = {pool.submit(_run_cell, cell, out / "runs" / cell.id): cell for cell in todo}
+        futures = {pool.submit(run_cell, cell, out / "runs" / cell.id): cell for cell in todo}
         for future in as_completed(futures):
             cell, error = futures[future], future.exception()
             if isinstance(error, TrainingInterrupted):
@@ -106,13 +107,73 @@ def _run_serial(todo: Sequence[Cell], out: Path) -> dict[str, BaseException]:
     for i, cell in enumerate(todo, 1):
         log.info("[%d/%d] %s", i, len(todo), cell.id)
         try:
-            _run_cell(cell, out / "runs" / cell.id)
+            run_cell(cell, out / "runs" / cell.id)
         except (TrainingInterrupted, KeyboardInterrupt):
             raise
         except Exception as error:
             failed[cell.id] = error
             log.error("cell %s failed: %s: %s", cell.id, type(error).__name__, error)
     return failed
+
+
+def _submit(
+    grid: Grid,
+    todo: list[Cell],
+    cells: list[Cell],
+    grid_path: str | Path,
+    out: Path,
+    published: str | Path | None,
+    overrides: Sequence[str],
+    only: str | None,
+    stale: Mapping[str, Any],
+    slurm: Mapping[str, Any] | None,
+) -> list[str]:
+    """Submit ``todo``, less the cells already waiting or running in the queue, as one SLURM job array."""
+    from mtssl.bench.slurm import SlurmOptions, in_queue, submit_cells
+
+    options = SlurmOptions.build(grid.slurm, slurm)
+    queued = in_queue(out, todo)
+    todo = [c for c in todo if c.id not in queued]
+    if queued:
+        log.info("%d cells are already in the queue and are not submitted again", len(queued))
+    _set_aside(out, [cid for cid in stale if cid not in queued])
+    if not todo:
+        return []
+    every = cells if only is None else load_grid(grid_path, None, overrides)[1]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "grid.yaml", yaml.safe_dump({"grid": str(grid_path), "cells": [c.id for c in every]}))
+    ids = submit_cells(todo, every, grid, out, options, str(published) if published else None, _job_name(grid_path))
+    log.info("submitted %d cells: %s", len(ids), ", ".join(sorted(set(ids.values()))))
+    return list(ids)
+
+
+def _job_name(grid_path: str | Path) -> str:
+    return f"mtssl-{Path(grid_path).stem}"
+
+
+def grid_status(grid_path: str | Path, out: str | Path, overrides: Sequence[str] = ()) -> str:
+    """Each cell of the grid: finished, running, waiting, failed (with its log's last lines), gone or not
+    submitted (:func:`mtssl.bench.slurm.cell_states`)."""
+    from mtssl.bench.slurm import cell_states, format_states
+
+    _, cells = load_grid(grid_path, None, overrides)
+    return format_states(cell_states(Path(out), cells))
+
+
+def report_grid(
+    grid_path: str | Path, out: str | Path, published: str | Path | None = None, overrides: Sequence[str] = ()
+) -> int:
+    """Write the tables, statistics and plots from the finished cells now; returns how many are finished."""
+    grid, cells = load_grid(grid_path, None, overrides)
+    out = Path(out)
+    finished = sum(cell_finished(out / "runs" / c.id) for c in cells)
+    if not finished:
+        raise ConfigError(
+            f"no cell of {grid_path} has finished in {out}, so there is no table to write; "
+            f"`mtssl bench {grid_path} --out {out} --status` shows where the cells are"
+        )
+    write_report(out, grid, cells, published)
+    return finished
 
 
 class GridError(RuntimeError):
@@ -160,6 +221,19 @@ def _set_aside(out: Path, cell_ids: Sequence[str]) -> None:
         log.info("moved the changed cell %s to %s", cid, target)
 
 
+def _check_configs(cells: Sequence[Cell]) -> None:
+    """Check every cell's config before the first runs (each run checks its own data when it starts)."""
+    bad = {}
+    for cell in cells:
+        try:
+            plan_run(cell.config, check_data=False)
+        except (ConfigError, RegistryError) as exc:
+            bad[cell.id] = exc
+    if bad:
+        listed = "; ".join(f"{cid}: {exc}" for cid, exc in list(bad.items())[:5])
+        raise ConfigError(f"{len(bad)} of {len(cells)} grid cells have a bad config, nothing ran: {listed}")
+
+
 def run_grid(
     grid_path: str | Path,
     out: str | Path,
@@ -169,6 +243,8 @@ def run_grid(
     workers: int = 1,
     overrides: Sequence[str] = (),
     rerun_changed: bool = False,
+    launcher: str = "local",
+    slurm: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Run every cell without a finished run folder (``metrics.json`` and ``timing.json``), then report.
 
@@ -184,11 +260,16 @@ def run_grid(
             overrides) asks for now (:func:`changed_cells`), moving their old folders to
             ``out/stale/``; without it such cells stop the grid before anything runs, listed with
             their changes.
+        launcher: ``local`` (run here) or ``slurm`` (submit the cells as a job array and return;
+            :mod:`mtssl.bench.slurm`).
+        slurm: command-line values over the grid file's ``slurm`` section (``--launcher slurm``).
 
-    Returns the ids of the cells that ran (or, with ``dry_run``, would run).
+    Returns the ids of the cells that ran (with ``dry_run``, would run; with ``slurm``, were submitted).
     """
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if launcher not in ("local", "slurm"):
+        raise ConfigError(f"--launcher must be local or slurm, got {launcher!r}")
     out = Path(out)
     grid, cells = load_grid(grid_path, only, overrides)
     stale = changed_cells(out, cells)
@@ -199,15 +280,11 @@ def run_grid(
             "old folders move to stale/), restore the grid's old values, or use another --out"
         )
     todo = [c for c in cells if c.id in stale or not cell_finished(out / "runs" / c.id)]
-    bad = {}
-    for cell in cells:  # every cell's config is checked before the first runs (each run checks its data)
-        try:
-            plan_run(cell.config, check_data=False)
-        except (ConfigError, RegistryError) as exc:
-            bad[cell.id] = exc
-    if bad:
-        listed = "; ".join(f"{cid}: {exc}" for cid, exc in list(bad.items())[:5])
-        raise ConfigError(f"{len(bad)} of {len(cells)} grid cells have a bad config, nothing ran: {listed}")
+    _check_configs(cells)
+    if launcher == "slurm":  # the resources too, before anything is submitted (and in a dry run)
+        from mtssl.bench.slurm import SlurmOptions
+
+        SlurmOptions.build(grid.slurm, slurm)
     if dry_run:
         for cell in cells:
             state = "changed" if cell.id in stale else "run " if cell in todo else "done"
@@ -215,6 +292,8 @@ def run_grid(
         if stale:
             log.warning("changed since they ran (--rerun-changed reruns them):\n%s", _describe_changes(stale))
         return [c.id for c in todo]
+    if launcher == "slurm":
+        return _submit(grid, todo, cells, grid_path, out, published, overrides, only, stale, slurm)
     _set_aside(out, list(stale))
     if workers > 1 and len(todo) > 1:
         failed = _run_parallel(todo, out, min(workers, len(todo)))

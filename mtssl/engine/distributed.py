@@ -1,8 +1,14 @@
 """PyTorch's own distributed engine, as ``torchrun`` starts it: one process per GPU (or CPU rank).
 
 ``torchrun --nproc_per_node N -m mtssl train CONFIG`` sets ``RANK``, ``LOCAL_RANK`` and
-``WORLD_SIZE``; :func:`setup` then joins the process group (NCCL on CUDA, gloo on CPU). Without
+``WORLD_SIZE``; :func:`session` then joins the process group (NCCL on CUDA, gloo on CPU). Without
 those variables everything here is a no-op and a run is a plain one-process run.
+
+On SLURM, ``srun mtssl train CONFIG`` in a job of several tasks (``--nodes 2 --ntasks-per-node 4``)
+starts one rank per task with no torchrun: :func:`adopt_slurm_step` reads the step's environment
+(``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_STEP_NUM_TASKS``, the first node of
+``SLURM_STEP_NODELIST`` as the rendezvous host, a port from the job id) into torchrun's variables,
+as Lightning's SLURM environment does. Variables already set (a torchrun inside the step) win.
 
 Host-side agreements (a signal arrived, a loss is not finite) go over a separate gloo group, so
 agreeing on a flag never waits for the GPU.
@@ -21,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "current", "launched", "pick_device", "session"]
+__all__ = ["Dist", "adopt_slurm_step", "current", "launched", "pick_device", "session"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -111,8 +117,49 @@ def current() -> Dist:
     return _current
 
 
+def adopt_slurm_step(environ: dict[str, str] | None = None) -> bool:
+    """Inside a SLURM job step of several tasks (``srun``) with no torchrun variables, set ``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` from the step; returns whether it did.
+
+    Only a step counts (``SLURM_STEP_NUM_TASKS``): the batch script itself is one process even in a job of
+    many tasks, and taking its ``SLURM_NTASKS`` would wait for ranks that never start.
+    """
+    env = os.environ if environ is None else environ
+    tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1") or 1)
+    if "WORLD_SIZE" in env or tasks <= 1 or "SLURM_PROCID" not in env:
+        return False
+    env["WORLD_SIZE"] = str(tasks)
+    env["RANK"] = env["SLURM_PROCID"]
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    env.setdefault("MASTER_ADDR", _first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")))
+    env.setdefault("MASTER_PORT", str(15000 + int(env.get("SLURM_JOB_ID", "0") or 0) % 20000))
+    return True
+
+
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``node[01-04],gpu7`` -> ``node01``), as ``scontrol show hostnames``
+    expands it; a plain list is read without it."""
+    import re
+    import subprocess
+
+    if not nodelist:
+        return "127.0.0.1"
+    if "[" not in nodelist:
+        return nodelist.split(",")[0]
+    try:
+        shown = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30)
+        if shown.returncode == 0 and shown.stdout.split():
+            return shown.stdout.split()[0]
+    except OSError:
+        pass
+    match = re.match(r"([^\[,]*)\[([^\],-]+)", nodelist)  # prefix[01-04,...] without scontrol
+    return match.group(1) + match.group(2) if match else nodelist
+
+
 def launched() -> bool:
-    """Whether this process was started by ``torchrun`` (or another launcher) with more than one rank."""
+    """Whether this process is one of several ranks: started by ``torchrun`` (or another launcher), or a
+    task of a multi-task SLURM step (:func:`adopt_slurm_step` sets torchrun's variables from it)."""
+    adopt_slurm_step()
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 

@@ -86,7 +86,7 @@ def case_progress(items: Any, total: int, split: str, enabled: bool, console: An
 
 
 class TrainingInterrupted(Exception):
-    """SIGTERM or SIGINT arrived; a checkpoint was saved at ``iteration``."""
+    """SIGTERM, SIGINT or SIGUSR2 arrived; a checkpoint was saved at ``iteration``."""
 
     def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
         super().__init__(f"stopped by signal {signum} at iteration {iteration}; saved {checkpoint}")
@@ -94,9 +94,12 @@ class TrainingInterrupted(Exception):
 
 
 class StopOnSignals:
-    """SIGTERM and SIGINT ask the loop to checkpoint and stop after the current step (main thread only).
+    """SIGTERM, SIGINT and SIGUSR2 ask the loop to checkpoint and stop after the current step (main thread
+    only). SIGUSR2 is the warning SLURM sends before a time limit or a preemption (``--signal=USR2@s``,
+    as submitit asks for it); :mod:`mtssl.bench.slurm` then requeues the task, which resumes.
 
-    Inside the ``with`` block a signal only sets :attr:`signum`; the loop checks it after each step.
+    Inside the ``with`` block a signal only sets :attr:`signum`; the loop checks it after each step. The
+    handlers that were there before (submitit's, for one) are put back when the block ends.
     """
 
     def __init__(self) -> None:
@@ -108,8 +111,9 @@ class StopOnSignals:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self.previous[signum] = signal.signal(signum, self._handle)
+            for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR2", None)):
+                if signum is not None:
+                    self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: object) -> None:

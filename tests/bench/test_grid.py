@@ -178,6 +178,15 @@ def test_the_report_after_only_covers_every_finished_cell(grid_file, tmp_path):
     run_grid(grid_file, out, only="supervised/labels3/*")  # a grid run cell by cell, as a CPU grid is
     rows = json.loads((out / "results.json").read_text())
     assert [(r["recipe"], r["labels"]) for r in rows] == [("supervised", 2), ("supervised", 3)]
+    table = (out / "results.md").read_text()
+    (out / "results.md").unlink()
+    assert main(["bench", str(grid_file), "--out", str(out), "--report"]) == 0  # the tables on demand, unchanged
+    assert (out / "results.md").read_text() == table
+
+
+def test_a_report_with_no_finished_cell_says_so(grid_file, tmp_path, capsys):
+    assert main(["bench", str(grid_file), "--out", str(tmp_path / "empty"), "--report"]) == 2
+    assert "no cell of" in capsys.readouterr().err and not (tmp_path / "empty").exists()
 
 
 def test_bold_only_where_the_gap_exceeds_the_seed_spread():

@@ -147,3 +147,28 @@ def test_ddp_test_metrics_equal_evaluate_of_the_saved_model_with_batchnorm(tmp_p
     assert [r["case"] for r in sharded["per_case"]] == [f"phantom{i:03d}" for i in range(8, 12)]
     assert json.loads(json.dumps(alone["per_case"])) == sharded["per_case"]
     assert sharded["mean"] == json.loads(json.dumps(alone["mean"]))
+
+
+def test_a_slurm_step_of_several_tasks_becomes_torchrun_ranks():
+    """srun's variables map to torchrun's: rank = SLURM_PROCID, world = the step's tasks, the rendezvous
+    host = the step's first node; the batch script (no step) and a torchrun inside the step are left alone."""
+    from mtssl.engine.distributed import _first_host, adopt_slurm_step
+
+    step = {
+        "SLURM_STEP_NUM_TASKS": "8",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_STEP_NODELIST": "gpu[07-10],cpu3",
+        "SLURM_JOB_ID": "123456",
+    }
+    env = dict(step)
+    assert adopt_slurm_step(env)
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"]) == ("5", "1", "8")
+    assert env["MASTER_ADDR"] == "gpu07"
+    assert env["MASTER_PORT"] == str(15000 + 123456 % 20000)
+    batch_script = {k: v for k, v in step.items() if k != "SLURM_STEP_NUM_TASKS"} | {"SLURM_NTASKS": "8"}
+    assert not adopt_slurm_step(batch_script) and "RANK" not in batch_script
+    torchrun = dict(step, WORLD_SIZE="4", RANK="2")
+    assert not adopt_slurm_step(torchrun) and torchrun["RANK"] == "2"
+    assert not adopt_slurm_step({"SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"})
+    assert _first_host("node3,node4") == "node3" and _first_host("") == "127.0.0.1"
