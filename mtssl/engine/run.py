@@ -7,8 +7,11 @@ import os
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
+
+from mtssl.config import ConfigError
 from mtssl.engine import distributed
 from mtssl.engine.build import (
     backbone_config,
@@ -30,7 +33,14 @@ from mtssl.engine.records import (
     remove_stale_temp_files,
 )
 from mtssl.engine.trainer import Trainer
+from mtssl.recipes.base import term_names
 from mtssl.registry import BACKBONES, DATASETS
+
+if TYPE_CHECKING:
+    from mtssl.data.dataset import SegmentationData
+    from mtssl.engine.build import RunConfig
+    from mtssl.model import MultiTaskModel
+    from mtssl.recipes.base import Recipe
 
 __all__ = ["plan_run", "prepare_run_folder", "train_run"]
 
@@ -95,6 +105,35 @@ def _train_and_test(
         trainer.close()
 
 
+def first_step(cfg: RunConfig, recipe: Recipe, data: SegmentationData, model: MultiTaskModel) -> list[str]:
+    """One training step (forward, every term, backward) of a small batch at the configured patch, on the
+    CPU: up to 2 labeled (+ up to 2 unlabeled) crops, as many as the configured batch has, so that batch
+    normalisation sees what it will see in the run. Returns the step's loss names. A shape, head or term
+    error surfaces here, in ``--dry-run``, instead of at a run's first step. The model it trains is thrown
+    away (a dry run trains nothing); the global RNG is put back."""
+    import tempfile
+
+    labeled = min(cfg.train.labeled_bs, 2)
+    unlabeled = min(cfg.train.batch_size - cfg.train.labeled_bs, 2) if recipe.uses_unlabeled else 0
+    tc = dataclasses.replace(
+        cfg.train, batch_size=labeled + unlabeled, labeled_bs=labeled, device="cpu", num_workers=0, tensorboard=False
+    )
+    with torch.random.fork_rng(), tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model, recipe, data, tmp, tc, cfg.eval)
+        batch = next(iter(trainer.loader))
+        try:
+            losses = trainer.step(batch)
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            shape = tuple(batch["image"].shape)
+            raise ConfigError(
+                f"one training step of a batch of shape {shape} (the configured patch) failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            trainer.close()
+    return sorted(name for name in losses if name != "total")
+
+
 def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, Any]:
     """Validate a run config without building the model or training; describe what would run.
 
@@ -115,6 +154,7 @@ def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, An
         # The model itself: the tasks' options, the heads' classes, and the tested output.
         model = build_run_model(cfg, recipe, data.in_channels, data.spatial_dims, data.num_classes)
         inference_spec(recipe, data, model, cfg.eval)
+        losses = first_step(cfg, recipe, data, model)
     else:
         DATASETS.validate(data_name, **data_options)
         # The data set sets in_channels and spatial_dims at run time; stand-ins where the backbone requires them.
@@ -124,7 +164,7 @@ def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, An
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return {
         "recipe": str(cfg.recipe["name"]),
-        "terms": [getattr(t.fn, "__name__", type(t.fn).__name__) for t in recipe.terms],
+        "terms": term_names(recipe.terms),
         "heads": list(recipe.tasks),
         "backbone": name,
         "data": data_name,
@@ -134,4 +174,5 @@ def plan_run(config: Mapping[str, Any], check_data: bool = True) -> dict[str, An
         "ranks": world,
         "device": cfg.train.device,
         "cases_checked": checked,
+        **({"first_step_losses": losses} if check_data else {}),
     }

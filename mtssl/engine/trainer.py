@@ -103,7 +103,6 @@ class Trainer:
         self.evaluator = Evaluator(self.model, self.spec, self.eval_config, self.device, tc.amp and self.cuda)
         self.iteration, self.epoch, self.batch_in_epoch, self.best = 0, 0, 0, -math.inf
         self.skipped, self._signals = 0, StopOnSignals()
-        self.term_names = term_names(recipe.terms)
         self.tensorboard = TensorBoard(self.out / "tensorboard", enabled=tc.tensorboard and self.dist.main)
         self.checkpoints = CheckpointFolder(self.out / "checkpoints", tc.keep_checkpoints, self.dist)
         if resume:
@@ -126,6 +125,11 @@ class Trainer:
         return cls(model, recipe, data, out, cfg.train, cfg.eval, config, resume, allow_config_change)
 
     ckpt_dir = property(lambda self: self.checkpoints.folder, doc="The run's ``checkpoints/`` folder.")
+
+    @property
+    def term_names(self) -> list[str]:
+        """The recipe's term names (``weight/<name>`` in the log), from the recipe as it is now."""
+        return term_names(self.recipe.terms)
 
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs (every rank's RNG state: call it on every rank under DDP)."""
@@ -197,9 +201,17 @@ class Trainer:
             )
             total = torch.zeros((), device=self.device)
             parts: dict[str, torch.Tensor] = {}
-            for term in self.recipe.terms:
+            given_by: dict[str, str] = {}
+            for term_name, term in zip(self.term_names, self.recipe.terms):
                 weight = term.weight(self.iteration)
                 for name, value in term.fn(ctx).items():
+                    if name in given_by:  # the log would keep one of the two and hide the other
+                        raise ConfigError(
+                            f"the terms {given_by[name]} and {term_name} both return a loss named {name!r}: "
+                            "two terms computing the same loss on the same heads; drop one (a term's weight "
+                            "scales it)"
+                        )
+                    given_by[name] = term_name
                     parts[name] = value.detach().float()
                     total = total + weight * value.float()
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,17 @@
-"""What a recipe is. The trainer reads nothing else from it."""
+"""What a recipe is. The trainer reads nothing else from it.
+
+A loss term is a callable ``term(ctx) -> {loss name: scalar}``. It declares what it needs, and
+:class:`Recipe` checks the declarations when it is built (so ``--dry-run`` and a composed YAML recipe
+catch a mismatch before any step):
+
+- ``reads``: the outputs it reads (``("sdf", "seg")``; ``"seg/1"`` for a second decoder); each must
+  belong to one of the recipe's heads;
+- ``needs_teacher``: True when it reads an EMA teacher's outputs; the recipe must then have one;
+- ``check(task_names)``: an optional hook given ``{head: task name}`` that raises a
+  :class:`~mtssl.config.ConfigError` for options that do not fit the heads' tasks.
+
+A term without ``reads`` (one written in Python and not declared) is not checked.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +77,30 @@ def term_names(terms: Sequence[Term]) -> list[str]:
     return names
 
 
+def check_terms(tasks: Mapping[str, Mapping[str, Any]], terms: Sequence[Term], teacher: Teacher | None) -> None:
+    """Each term's declarations (the module doc) against the recipe's heads and teacher: a head that no
+    task defines, a teacher that is missing, options that do not fit a head's task are config errors."""
+    from mtssl.config import ConfigError
+
+    task_names = {head: str(options.get("task", head)) for head, options in tasks.items()}
+    for name, term in zip(term_names(terms), terms):
+        reads = getattr(term.fn, "reads", None)
+        missing = [out for out in reads or () if out.split("/")[0] not in tasks]
+        if missing:
+            raise ConfigError(
+                f"the term {name} reads the output {missing[0]!r}, but no head {missing[0].split('/')[0]!r} "
+                f"exists; the recipe's heads (recipe.tasks) are {', '.join(tasks)}"
+            )
+        if getattr(term.fn, "needs_teacher", False) and teacher is None:
+            raise ConfigError(
+                f"the term {name} reads an EMA teacher, and the recipe has none: add one (recipe.teacher: "
+                "{decay: 0.99} in a composed recipe) or choose a term that needs none"
+            )
+        check = getattr(term.fn, "check", None)
+        if callable(check):
+            check(task_names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """A model spec plus weighted loss terms.
@@ -81,6 +118,9 @@ class Recipe:
     teacher: Teacher | None = None
     evaluate: str = "seg"
     backbone: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "vnet"})
+
+    def __post_init__(self) -> None:
+        check_terms(self.tasks, self.terms, self.teacher)
 
     @property
     def uses_unlabeled(self) -> bool:

@@ -24,22 +24,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from mtssl.config import ConfigError, build_dataclass
-from mtssl.recipes.base import Recipe, Teacher, Term
+from mtssl.recipes.base import Recipe, Teacher, Term, check_terms
 from mtssl.registry import RECIPES, TERMS, RegistryError
 from mtssl.terms.schedules import build_schedule
 
 __all__ = ["composed"]
-
-# The options through which the built-in terms name heads.
-HEAD_OPTIONS = ("output", "source", "target", "seg", "sdf", "outputs")
-
-
-def _heads_named(fn: object) -> list[str]:
-    names: list[str] = []
-    for option in HEAD_OPTIONS:
-        value = getattr(fn, option, None)
-        names += [value] if isinstance(value, str) else [v for v in value or () if isinstance(v, str)]
-    return [n.split("/")[0] for n in names]
 
 
 def _term(spec: Mapping[str, Any], where: str, heads: Mapping[str, Any]) -> Term:
@@ -51,10 +40,12 @@ def _term(spec: Mapping[str, Any], where: str, heads: Mapping[str, Any]) -> Term
         fn = TERMS.create(name, **options)
     except (ConfigError, RegistryError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    missing = [h for h in _heads_named(fn) if h not in heads]
-    if missing:
-        raise ConfigError(f"{where}: no head {missing[0]!r}; the recipe's heads (recipe.tasks) are {', '.join(heads)}")
-    return Term(fn, build_schedule(weight, f"{where}.weight"))
+    term = Term(fn, build_schedule(weight, f"{where}.weight"))
+    try:  # its heads and options against the recipe's tasks, here to name the term's place in the list
+        check_terms(heads, [term], Teacher())
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return term
 
 
 @RECIPES.register("composed")

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from mtssl.ops.checks import check_mask
+from mtssl.ops.checks import as_float, check_mask
 from mtssl.ops.losses import mse_loss
 
 __all__ = ["Task", "class_masks"]
@@ -36,6 +36,12 @@ class Task:
     ``(B, K, *S)``, one channel per foreground class, except the seg task's head, which adds a
     background channel when it is a softmax. Loss terms name heads and ask their task, so a task's
     options (``k``, ``h``, ...) are set once, on the task, and reach every term.
+
+    The representation contract: a head outputs either its task's representation itself (the sdf and
+    dist heads, whose ``activation`` is applied in the head) or raw logits (the seg and edge heads,
+    trained with losses on logits). :meth:`represent` turns a head's output into the representation:
+    the space of :meth:`target`, of :meth:`from_seg`'s output and of :meth:`score`'s input. Cross-task
+    terms compare representations only, never a logit with a probability.
     """
 
     num_classes: int = 1
@@ -92,6 +98,11 @@ class Task:
         """``(name, loss)`` of a map transformed into this task's representation (float32) against the
         exact target: the MSE here."""
         return "mse", mse_loss(mapped, target)
+
+    def represent(self, output: torch.Tensor) -> torch.Tensor:
+        """The head's ``output`` in this task's representation (float32): the output itself here, as the
+        head's activation already made it (the class doc's contract)."""
+        return as_float(output)
 
     def to_seg(self, output: torch.Tensor) -> torch.Tensor:
         """This task's head output to foreground probabilities ``(B, K, *S)``."""

@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 
 from mtssl.ops.boundary import boundary
+from mtssl.ops.checks import as_float
 from mtssl.ops.losses import binary_cross_entropy
 from mtssl.registry import TASKS
 from mtssl.tasks.base import SegActivation, Task, class_masks
@@ -23,7 +24,8 @@ class Edge(Task):
     """Boundary logits, one channel per foreground class.
 
     Target: the inner boundary (:func:`mtssl.ops.boundary`, skimage's). No transform to
-    segmentation; from segmentation: the spatial gradient magnitude of the probability.
+    segmentation; from segmentation: the spatial gradient magnitude of the probability, compared with
+    the head's probability (:meth:`represent`), not its logits.
     """
 
     has_to_seg: ClassVar[bool] = False
@@ -37,6 +39,11 @@ class Edge(Task):
     def target(self, label: torch.Tensor) -> torch.Tensor:
         masks = class_masks(label, self.num_classes)
         return boundary(masks.flatten(0, 1), "inner").view(masks.shape).float()
+
+    def represent(self, output: torch.Tensor) -> torch.Tensor:
+        """The boundary probability ``sigmoid(logits)``: what the target (0/1) and :meth:`from_seg` (a
+        gradient magnitude of probabilities, 0.5 beside a sharp step) are, and what a consistency compares."""
+        return torch.sigmoid(as_float(output))
 
     def from_seg(self, seg_logits: torch.Tensor, activation: SegActivation = "auto") -> torch.Tensor:
         return seg_to_edge(seg_logits, activation)

@@ -63,5 +63,9 @@ class Segmentation(Task):
             logits = as_float(output)
             return torch.softmax(logits, 1)[:, 1:] if self.softmax else torch.sigmoid(logits)
 
+    def represent(self, output: torch.Tensor) -> torch.Tensor:
+        """The foreground probabilities (:meth:`to_seg`): what a consistency into this head compares."""
+        return self.to_seg(output)
+
     def from_seg(self, seg_logits: torch.Tensor, activation: SegActivation = "auto") -> torch.Tensor:
         return seg_logits

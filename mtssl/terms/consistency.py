@@ -39,7 +39,8 @@ class CrossTask:
 
     Into a segmentation head, ``T`` is the source task's ``to_seg`` and the target is the target
     head's foreground probability; from a segmentation head, ``T`` is the target task's ``from_seg``
-    and the target is the target head's own output (:meth:`StepContext.mapped`). The tasks' options
+    and the target is the target head's output in its task's representation (:meth:`Task.represent`:
+    the SDF itself, the edge head's probability; :meth:`StepContext.mapped`). The tasks' options
     (``k``, ``h``, ``kernel``, ``radius``) set ``T``. DTC's consistency is
     ``CrossTask(source="sdf", target="seg")`` over all samples. ``detach_source`` makes the
     transformed source a fixed teacher (only the target head learns); ``detach_target`` does the
@@ -59,12 +60,12 @@ class CrossTask:
         self.source, self.target, self.samples = source, target, samples
         self.detach_target, self.detach_source = detach_target, detach_source
         self.name = f"consistency_{source.replace('/', '')}_{target.replace('/', '')}"
+        self.reads = (source, target)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         mapped = _samples(ctx, ctx.mapped(self.source, self.target), self.samples)
         target_out = _samples(ctx, ctx.outputs[self.target], self.samples)
-        target_task = ctx.task_of(self.target)
-        target = target_task.to_seg(target_out) if isinstance(target_task, Segmentation) else as_float(target_out)
+        target = ctx.task_of(self.target).represent(target_out)  # a probability, never a logit (Task's contract)
         if self.detach_target:
             target = target.detach()
         if self.detach_source:
@@ -85,8 +86,11 @@ class MeanTeacher:
     image. Needs a recipe with an EMA teacher.
     """
 
+    needs_teacher = True
+
     def __init__(self, output: str = "seg", noise_std: float = 0.1, noise_clip: float = 0.2) -> None:
         self.output, self.noise_std, self.noise_clip = output, noise_std, noise_clip
+        self.reads = (output,)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         if ctx.teacher is None:
@@ -108,6 +112,8 @@ class UncertaintyMeanTeacher:
     ``sum(mask * mse) / (C * sum(mask) + 1e-16)`` (UA-MT's normalisation).
     """
 
+    needs_teacher = True  # the consistency's target is the teacher's, whichever model gives the uncertainty
+
     def __init__(
         self,
         output: str = "seg",
@@ -119,6 +125,7 @@ class UncertaintyMeanTeacher:
     ) -> None:
         self.output, self.passes, self.max_iterations, self.source = output, passes, max_iterations, source
         self.noise_std, self.noise_clip = noise_std, noise_clip
+        self.reads = (output,)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         if ctx.teacher is None:
@@ -155,6 +162,7 @@ class MultiDecoder:
     def __init__(self, output: str = "seg", decoders: int = 2, temperature: float = 0.1) -> None:
         self.names = [output] + [f"{output}/{i}" for i in range(1, decoders)]
         self.temperature = temperature
+        self.reads = tuple(self.names)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         probs = [probabilities(ctx.task_of(n), ctx.outputs[n]) for n in self.names]

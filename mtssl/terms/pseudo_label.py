@@ -80,6 +80,7 @@ class FusedPseudoLabel:
     ) -> None:
         self.seg, self.sdf, self.k, self.fusion, self.hard = seg, sdf, k, fusion, hard
         self.confidence, self.uncertainty, self.source = confidence, uncertainty, source
+        self.reads, self.needs_teacher = (seg, sdf), source == "teacher"
 
     def _voters(self, ctx: StepContext) -> Mapping[str, torch.Tensor]:
         if self.source == "student":

@@ -3,8 +3,11 @@ transformed into another task's representation against that task's exact target.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
+from mtssl.config import ConfigError
 from mtssl.ops.checks import as_float
 from mtssl.registry import TERMS
 from mtssl.terms.context import StepContext
@@ -19,18 +22,31 @@ class Supervised:
     A segmentation output gets ``dice * Dice + ce * CE`` (softmax CE, or BCE for sigmoid heads),
     Dice in the literature's form on the foreground probabilities. A regression output (sdf, dist)
     gets the MSE to its exact target; an edge output the BCE to the boundary. Losses are named
-    ``<output>_dice``, ``<output>_ce``, ``<output>_mse``, ``<output>_bce``.
+    ``<output>_dice``, ``<output>_ce``, ``<output>_mse``, ``<output>_bce``. ``dice`` and ``ce`` (1 each
+    when unset) apply to segmentation heads only; setting them on another head is a config error.
     """
 
     labeled_only = True  # reads no unlabeled sample (Recipe.uses_unlabeled)
 
-    def __init__(self, output: str = "seg", dice: float = 1.0, ce: float = 1.0) -> None:
+    def __init__(self, output: str = "seg", dice: float | None = None, ce: float | None = None) -> None:
         self.output, self.dice, self.ce = output, dice, ce
+        self.reads = (output,)
+
+    def check(self, task_names: Mapping[str, str]) -> None:
+        """``dice`` and ``ce`` weigh a segmentation head's two losses; on any other head they would be
+        ignored, so setting them there is an error (scale the term with its ``weight`` instead)."""
+        task = task_names.get(self.output.split("/")[0])
+        if task is not None and task != "seg" and (self.dice is not None or self.ce is not None):
+            raise ConfigError(
+                f"the supervised term on {self.output!r} sets dice/ce, but {self.output!r} is a {task!r} head, "
+                "whose loss has no Dice or CE part (they weigh a segmentation head's losses): drop them, and "
+                "scale the term with its weight"
+            )
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         part = ctx.labeled
         out = as_float(part.outputs[self.output])
-        weights = {"dice": self.dice, "ce": self.ce}
+        weights = {"dice": 1.0 if self.dice is None else self.dice, "ce": 1.0 if self.ce is None else self.ce}
         losses = ctx.task_of(self.output).loss(out, ctx.target(self.output), part.label, weights)
         return {f"{self.output}_{name}": value for name, value in losses.items()}
 
@@ -49,6 +65,7 @@ class TransformedSupervised:
     def __init__(self, source: str = "sdf", target: str = "seg") -> None:
         self.source, self.target = source, target
         self.name = f"transformed_{source.replace('/', '')}_to_{target.replace('/', '')}"
+        self.reads = (source, target)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         mapped = as_float(ctx.split(ctx.mapped(self.source, self.target))[0])

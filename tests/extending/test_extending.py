@@ -54,7 +54,7 @@ def test_a_yaml_recipe_names_what_is_wrong(extensions):
 
     with pytest.raises(ConfigError, match=r"recipe.terms\[0\]: unknown term 'contour_sparsty'.*contour_sparsity"):
         RECIPES.create("composed", tasks={"contour": {}}, terms=[{"term": "contour_sparsty"}])
-    with pytest.raises(ConfigError, match=r"recipe.terms\[0\]: no head 'contour'; the recipe's heads .* are seg"):
+    with pytest.raises(ConfigError, match=r"recipe.terms\[0\]: .* reads the output 'contour', but no head 'contour'"):
         RECIPES.create("composed", tasks={"seg": {}}, terms=[{"term": "contour_sparsity"}])
     with pytest.raises(ConfigError, match=r"recipe.terms\[1\].weight: expected a number or a schedule"):
         RECIPES.create(

@@ -135,3 +135,35 @@ def test_multiclass_dice_counts_every_foreground_class(label, softmax):
     assert float(task.score(mapped, target)[1]) == pytest.approx(
         float(_dice_per_class_float64(mapped, target).mean()), rel=1e-5
     )
+
+
+def test_the_seg_to_edge_consistency_pulls_the_edge_head_toward_the_true_boundary():
+    """The cross-task term compares the edge head's probability (Task.represent) with the boundary of the
+    segmentation. Trained by that consistency alone from a correct segmentation, the edge head ends up
+    high on the true boundary and low away from it; comparing its logits instead would leave every voxel
+    away from the boundary at sigmoid(0) = 0.5."""
+    from mtssl.tasks.edge import Edge
+    from mtssl.tasks.seg import Segmentation
+    from mtssl.terms.consistency import CrossTask
+    from mtssl.terms.context import StepContext
+
+    label = torch.zeros(1, 24, 24, dtype=torch.long)
+    label[0, 6:18, 8:20] = 1
+    seg_logits = 12.0 * (2 * label.unsqueeze(1).float() - 1)  # a confident, correct segmentation
+    edge = torch.zeros(1, 1, 24, 24, requires_grad=True)
+    tasks = {"seg": Segmentation(), "edge": Edge()}
+    term = CrossTask("seg", "edge")
+    optimizer = torch.optim.Adam([edge], lr=0.1)
+    for iteration in range(300):
+        ctx = StepContext(
+            image=torch.zeros(1, 1, 24, 24), label=label, outputs={"seg": seg_logits, "edge": edge},
+            tasks=tasks, iteration=iteration, n_labeled=1,
+        )  # fmt: skip
+        optimizer.zero_grad()
+        term(ctx)["consistency_seg_edge"].backward()
+        optimizer.step()
+    prob = torch.sigmoid(edge.detach())[0, 0]
+    truth = torch.from_numpy(find_boundaries(label[0].numpy(), mode="thick"))
+    away = ~torch.from_numpy(ndimage.binary_dilation(truth.numpy(), iterations=2))
+    assert prob[truth].mean() > 0.3 and prob[away].max() < 0.05
+    assert Edge().represent(torch.zeros(1, 1, 2, 2)).eq(0.5).all()  # the representation is a probability
