@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import logging
 import os
@@ -13,10 +12,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "print_metrics"]
-
-
-def _format_default(value: object) -> str:
-    return "required" if value is dataclasses.MISSING else repr(value)
 
 
 def plain_text(docstring: str) -> str:
@@ -32,23 +27,25 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from mtssl.config import ConfigError
-    from mtssl.registry import REGISTRIES, registry
+    from mtssl.registry import REGISTRIES, listing, registry, stored_listing
 
     try:
         kinds = [registry(args.kind)] if args.kind else list(REGISTRIES.values())
     except ConfigError as exc:
         print(f"mtssl list: {exc}", file=sys.stderr)
         return 2
+    # The stored listing of the built-ins answers without importing torch; a plugin or --import adds
+    # entries that only the live registries know.
+    stored = None if args.imports else stored_listing()
+    rows = {k.kind: stored[k.kind] for k in kinds} if stored is not None else listing(kinds)
     table = Table(title="mtssl registries")
     for column in ("kind", "name", "options", "description"):
         table.add_column(column, overflow="fold")  # wrap, never cut, on a narrow terminal
-    for reg in kinds:
-        entries = list(reg)
+    for kind, entries in rows.items():
         if not entries:
-            table.add_row(reg.kind, "[dim](none yet)[/dim]", "", "")
-        for entry in entries:
-            options = ", ".join(f"{k}={_format_default(v)}" for k, v in entry.defaults().items())
-            table.add_row(reg.kind, entry.name, options, plain_text(entry.summary))
+            table.add_row(kind, "[dim](none yet)[/dim]", "", "")
+        for name, options, summary in entries:
+            table.add_row(kind, name, options, plain_text(summary))
     Console().print(table)
     return 0
 
@@ -429,8 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mtssl`` command with ``argv`` (``sys.argv[1:]`` when ``None``); return the exit code."""
     from mtssl.config import ConfigError
     from mtssl.data.cases import DataError
-    from mtssl.engine.checkpoint import CheckpointError
-    from mtssl.engine.records import RunFolderError
+    from mtssl.engine.records import CheckpointError, RunFolderError
     from mtssl.registry import RegistryError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

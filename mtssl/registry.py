@@ -19,11 +19,13 @@ import dataclasses
 import fnmatch
 import importlib
 import inspect
+import json
 import threading
 import typing
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mtssl.config import ConfigError, build_dataclass, close_matches, did_you_mean
@@ -68,9 +70,9 @@ class Entry:
 
     @property
     def summary(self) -> str:
-        """The first line of the factory's docstring."""
+        """The first paragraph of the factory's docstring, on one line (a first line alone may stop mid-sentence)."""
         doc = inspect.getdoc(self.factory) or ""
-        return doc.splitlines()[0] if doc else ""
+        return " ".join(doc.split("\n\n")[0].split())
 
     def defaults(self) -> dict[str, Any]:
         """Option names mapped to their defaults (required options map to ``dataclasses.MISSING``)."""
@@ -306,6 +308,37 @@ DATASETS = Registry("dataset", package="mtssl.data")
 REGISTRIES: dict[str, Registry] = {r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, TERMS, RECIPES, DATASETS)}
 
 
+#: The built-in entries as ``mtssl list`` shows them, so that it answers without importing torch (a
+#: listing needs every block's module, and those import torch: about 3 s). ``python -m mtssl.registry``
+#: rewrites it; ``tests/test_registered.py`` checks that it equals the registries.
+LISTING = Path(__file__).with_name("registry_listing.json")
+
+
+def listing(registries: Sequence[Registry] | None = None, builtins_only: bool = False) -> dict[str, list[list[str]]]:
+    """``{kind: [[name, options, summary], ...]}`` of the live registries (their modules imported); with
+    ``builtins_only``, the entries that mtssl's own modules define."""
+    out = {}
+    for reg in registries or list(REGISTRIES.values()):
+        entries = [e for e in reg if not builtins_only or e.factory.__module__.startswith("mtssl.")]
+        out[reg.kind] = [
+            [e.name, ", ".join(f"{k}={_format_default(v)}" for k, v in e.defaults().items()), e.summary]
+            for e in entries
+        ]
+    return out
+
+
+def _format_default(value: object) -> str:
+    return "required" if value is dataclasses.MISSING else repr(value)
+
+
+def stored_listing() -> dict[str, list[list[str]]] | None:
+    """The built-ins' :data:`LISTING`, or None where plugins are installed (then only the live registries
+    know every entry) or the file is missing."""
+    if any(True for _ in entry_points(group=PLUGIN_GROUP)) or not LISTING.is_file():
+        return None
+    return json.loads(LISTING.read_text())
+
+
 def registry(kind: str) -> Registry:
     """Return the registry of ``kind`` (``"backbone"``, ``"transform"``, ...; plurals accepted)."""
     key = kind[:-1] if kind not in REGISTRIES and kind.endswith("s") else kind
@@ -314,3 +347,15 @@ def registry(kind: str) -> Registry:
             f"unknown registry kind {kind!r}{did_you_mean(kind, REGISTRIES)}; known kinds: {', '.join(REGISTRIES)}"
         )
     return REGISTRIES[key]
+
+
+def write_listing() -> Path:
+    """Rewrite :data:`LISTING` from the live registries (``python -m mtssl.registry``, after adding a block)."""
+    LISTING.write_text(json.dumps(listing(builtins_only=True), indent=1) + "\n")
+    return LISTING
+
+
+if __name__ == "__main__":  # run as a script, this file is a second module: the blocks register into the first
+    from mtssl import registry as _imported
+
+    print(f"wrote {_imported.write_listing()}")

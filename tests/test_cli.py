@@ -30,6 +30,35 @@ def test_console_script_entry_point():
     assert result.returncode == 0 and "dist->seg" in result.stdout
 
 
+def test_the_stored_listing_is_the_registries():
+    """mtssl list answers from a stored listing of the built-ins (no torch import); it must equal what the
+    registries hold now. After adding or changing a block: python -m mtssl.registry."""
+    import json
+
+    from mtssl.registry import LISTING, listing
+
+    assert json.loads(LISTING.read_text()) == listing(builtins_only=True), "run: python -m mtssl.registry"
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["list"], ["list", "recipe"]])
+def test_light_commands_do_not_import_torch(argv):
+    """--version, --help and list answer in well under a second because they never import torch (3 s here);
+    the time itself is measured in the closing note, not asserted."""
+    code = (
+        "import sys\nfrom mtssl.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_list_shows_a_whole_description_not_a_cut_line(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["list", "recipe"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the tested output and the default backbone (vnet)." in out  # composed's whole first paragraph
+
+
 def test_list_backbones_and_tasks(capsys):
     assert main(["list", "backbone"]) == 0
     out = capsys.readouterr().out

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mtssl.engine.records import CheckpointError  # defined there: the CLI names it without importing torch
 from mtssl.files import atomic_write, remove_own
 
 __all__ = [
@@ -41,10 +42,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "mtssl-checkpoint-1"
 MAGIC = b"MTSSLCK1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable, corrupt or of another model."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -31,6 +31,7 @@ from mtssl.files import atomic_write, atomic_write_json, is_own, is_own_temp, re
 
 __all__ = [
     "MARKER",
+    "CheckpointError",
     "RunFolderError",
     "RunLock",
     "RunLog",
@@ -47,6 +48,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, corrupt or of another model (:mod:`mtssl.engine.checkpoint`;
+    defined here, with no torch import, so that the command line can catch it cheaply)."""
 
 
 class RunFolderError(RuntimeError):
