@@ -180,3 +180,9 @@ def test_probability_channels_name_the_background_only_for_softmax():
     assert sigmoid == {"activation": "sigmoid", "background_channel": False, "channels": ["1", "2", "3"]}
     softmax = InferenceSpec(**sizes, num_classes=2, softmax=True).channels()
     assert softmax["channels"] == ["background", "1", "2"] and softmax["background_channel"]
+
+
+def test_distances_are_in_pixels_for_2d_cases_and_voxels_for_3d():
+    from mtssl.engine.evaluate import distance_unit
+
+    assert [distance_unit(False, 2), distance_unit(False, 3), distance_unit(True, 2)] == ["pixels", "voxels", "mm"]

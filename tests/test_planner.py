@@ -117,7 +117,7 @@ def test_a_2d_png_folder_plans_trains_predicts_and_scores(tmp_path, capsys):
     assert main(["evaluate-folder", str(preds), str(root / "labelsTs"), "--out", str(tmp_path / "scores")]) == 0
     scored = json.loads((tmp_path / "scores" / "metrics.json").read_text())
     tested = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert scored["units"]["hd95"] == "voxels"
+    assert scored["units"]["hd95"] == tested["units"]["hd95"] == "pixels"  # 2D distances are in pixels
     assert [r["dice"] for r in scored["per_case"]] == pytest.approx([r["dice"] for r in tested["per_case"]])
 
 

@@ -308,7 +308,7 @@ def write_report(out: Path, grid: Grid, cells: Sequence[Cell], published: str | 
         "Mean ± std over seeds of the per-run means (± 0.00: one seed), and the median over seeds of the "
         "tested checkpoint's Dice; a value is bold where it is best "
         "for its label count by more than the seed spread of it and the runner-up (never with one seed); "
-        "95HD and ASD in voxels unless the data set has a physical spacing.",
+        "95HD and ASD in voxels (pixels for 2D images) unless the data set has a physical spacing.",
         "",
         *_table(rows, pub or []),
     ]

@@ -26,7 +26,7 @@ CLASS_NAMES = ("right ventricle", "myocardium", "left ventricle")
 HOW_TO_GET = (
     "ACDC is expected in SSL4MIS's layout: <root>/train_slices.list, val.list and test.list, the slices in "
     "<root>/data/slices/<volume>_slice_<k>.h5 and the volumes in <root>/data/<volume>.h5 (datasets 'image' "
-    "and 'label'); in this project's workspace: python ../shared/data/acdc/restore.py DIR"
+    "and 'label'); where to get it: 'Getting LA and ACDC' in mtssl's docs, docs/data.md"
 )
 
 
@@ -77,7 +77,8 @@ def acdc(
     slices, val_ids, test_ids = (read_list(p) for p in lists.values())
     if not slices:
         raise DataError(
-            f"{lists['train_slices']} is empty: restore the training slices too (restore.py without --shards)"
+            f"{lists['train_slices']} is empty: the training slices are missing (SSL4MIS's data/slices folder; "
+            "docs/data.md)"
         )
     for item in (*slices, *val_ids, *test_ids):
         if Path(item).name != item or item in (".", ".."):

@@ -17,8 +17,8 @@ from mtssl.registry import DATASETS
 __all__ = ["la", "read_h5_case"]
 
 HOW_TO_GET = (
-    "LA is the 2018 Atrial Segmentation Challenge data in the UA-MT/DTC preprocessing (as distributed "
-    "with HiLab-git/DTC; in this project's workspace: python ../shared/data/la/restore.py DIR). The layout "
+    "LA is the 2018 Atrial Segmentation Challenge data in the UA-MT/DTC preprocessing (where to get it: "
+    "'Getting LA and ACDC' in mtssl's docs, docs/data.md). The layout "
     "must be <root>/<ID>/mri_norm2.h5 (datasets 'image' float32 and 'label' uint8) with <root>/train.list "
     "and <root>/test.list naming one ID per line"
 )

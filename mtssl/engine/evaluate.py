@@ -157,6 +157,11 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
+def distance_unit(physical: bool, ndim: int) -> str:
+    """The unit of 95HD and ASD: mm with a physical spacing, else pixels for 2D cases and voxels for 3D."""
+    return "mm" if physical else "pixels" if ndim == 2 else "voxels"
+
+
 def summarize(rows: list[dict[str, Any]], units: str, selection: str) -> dict[str, Any]:
     """Means (overall and per class), the per-case rows, and the count of empty predictions.
 

@@ -22,7 +22,7 @@ from mtssl.config import apply_overrides, build_dataclass
 from mtssl.engine import distributed
 from mtssl.engine.build import RunConfig, build_components, build_recipe, build_run_model, inference_spec, seed_run
 from mtssl.engine.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
-from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
+from mtssl.engine.evaluate import EvalConfig, distance_unit, evaluate_cases, summarize
 from mtssl.engine.progress import case_progress
 from mtssl.engine.records import RunFolderError, RunLock, strict_json
 from mtssl.engine.spec import InferenceSpec
@@ -103,7 +103,8 @@ class Evaluator:
         if dist.enabled:
             order = {case: k for k, case in enumerate(cases.ids)}
             rows = sorted((r for part in dist.gather(rows) for r in part), key=lambda r: (order[r["case"]], r["class"]))
-        summary = summarize(rows, "mm" if self.spec.physical_spacing else "voxels", SELECTIONS[selection])
+        ndim = cases[0]["label"].ndim if n else self.spec.spatial_dims  # a 2D model may test 3D volumes (ACDC)
+        summary = summarize(rows, distance_unit(self.spec.physical_spacing, ndim), SELECTIONS[selection])
         summary["class_names"] = {str(c): name for c, name in enumerate(self.spec.class_names, 1)}
         return summary
 

@@ -19,7 +19,7 @@ import torch
 
 from mtssl import metrics
 from mtssl.data.cases import DataError, numeric_array
-from mtssl.engine.evaluate import METRIC_NAMES, summarize
+from mtssl.engine.evaluate import METRIC_NAMES, distance_unit, summarize
 
 __all__ = ["class_names_of", "read_label", "score_folders"]
 
@@ -110,7 +110,8 @@ def score_folders(
                     "empty_label": not bool(true_c.any()),
                 }
             )
-    summary = summarize(rows, "mm" if physical else "voxels", f"predictions in {pred}")
+    ndim = next(iter(pairs.values()))[1][0].ndim  # (prediction, truth), each (labels, spacing)
+    summary = summarize(rows, distance_unit(physical, ndim), f"predictions in {pred}")
     names = list(class_names) or [str(c) for c in range(1, classes + 1)]
     summary["class_names"] = {str(c): n for c, n in enumerate(names, 1)}
     return summary

@@ -182,7 +182,7 @@ def test_metrics_equal_medpy_on_a_real_volume(data):
 
 
 def test_errors_name_the_problem(acdc_root, tmp_path):
-    with pytest.raises(DataError, match=r"restore\.py"):
+    with pytest.raises(DataError, match=r"docs/data\.md"):
         acdc(str(tmp_path / "nowhere"))
     (tmp_path / "train_slices.list").write_text("")
     with pytest.raises(DataError, match=r"val\.list is missing"):

@@ -1,6 +1,7 @@
 """Each kind of bad input gets a clear error (or, for a small volume, padding with one warning)."""
 
 import re
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -36,8 +37,10 @@ def create(root, **options):
 
 
 def test_missing_folder_says_how_to_get_la(tmp_path):
-    with pytest.raises(DataError, match=r"LA data not found.*restore\.py.*<root>/<ID>/mri_norm2\.h5"):
+    with pytest.raises(DataError, match=r"LA data not found.*docs/data\.md.*<root>/<ID>/mri_norm2\.h5") as caught:
         create(tmp_path / "nowhere")
+    assert "../shared" not in str(caught.value)  # a path of this repository's test set-up, not a user's
+    assert "## Getting LA and ACDC" in (Path(__file__).parents[2] / "docs" / "data.md").read_text()
 
 
 def test_missing_list_and_file(tmp_path):
