@@ -51,6 +51,7 @@ class TrainConfig:
     (``checkpoints/iter-<N>.pt``), which a resume falls back to when ``last.pt`` is damaged.
     ``tensorboard`` also writes every log record and the test metrics as TensorBoard scalars
     under ``<run>/tensorboard`` (needs the ``tensorboard`` package: ``pip install mtssl[tensorboard]``).
+    ``progress: false`` replaces the live progress bar with a plain line per log record (as in a log file).
     """
 
     iterations: int = 6000

@@ -14,7 +14,8 @@ class TrainProgress:
 
     On a terminal: a rich bar whose count, speed and ETA come first and never get cut; the losses
     show as the total and, in the room left, as many terms as fit (folded away first on a narrow
-    terminal). Elsewhere (a log file, a CI job): one plain line per log record.
+    terminal). Elsewhere (a log file, a CI job), or with ``enabled`` false (``train.progress: false``):
+    one plain line per log record, so that a run never trains in silence.
     """
 
     def __init__(self, total: int, done: int, enabled: bool, console: Any = None) -> None:
@@ -58,7 +59,7 @@ class TrainProgress:
         eta = f"{int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
         if self.live:
             self.progress.update(self.task, completed=iteration, speed=speed, eta=eta, losses=self.losses(record))
-        elif self.enabled:
+        else:
             self.console.print(
                 f"train {iteration}/{self.total} {speed} eta {eta} {self.losses(record)}",
                 highlight=False,

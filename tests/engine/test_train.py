@@ -181,6 +181,12 @@ def test_progress_keeps_count_speed_and_eta_at_80_columns():
     lines = plain.getvalue().splitlines()
     assert [line.split()[1] for line in lines] == ["40/500", "60/500"] and "eta 0:06:08" in lines[0]
 
+    terminal = io.StringIO()  # train.progress: false on a terminal: no bar, but still a plain line per record
+    progress = TrainProgress(500, 0, enabled=False, console=Console(file=terminal, force_terminal=True, width=200))
+    with progress:
+        progress.update(40, record)
+    assert terminal.getvalue().splitlines()[0].startswith("train 40/500 1.25 it/s eta 0:06:08 total=0.500")
+
 
 def test_testing_shows_each_case():
     import io
