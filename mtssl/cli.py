@@ -170,7 +170,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         probs, labels = predictor(image, source=", ".join(map(str, files)), spacing=input_spacing(meta))
         # nnU-Net's channel files (grouped by case) pair with label files of class numbers
         target = write_prediction(
-            files[0], labels, probs, meta, out, args.probabilities, channels, name, class_values=grouped is not None
+            files[0],
+            labels,
+            probs,
+            meta,
+            out,
+            args.probabilities,
+            channels,
+            name,
+            class_values=grouped is not None,
+            label_values=predictor.spec.label_values,
         )
         print(f"{', '.join(map(str, files))} -> {target}")
     return 0

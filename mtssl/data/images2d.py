@@ -253,5 +253,12 @@ def images2d(
         augment=augment,
         fg_crop_prob=fg_crop_prob,
         preload=True,
-        preprocessing={"normalization": normalization},
+        preprocessing={"normalization": normalization, "label_values": _label_values(foreground_value, num_classes)},
     )
+
+
+def _label_values(foreground_value: int | None, num_classes: int) -> tuple[int, int] | None:
+    """The mask values of background and foreground, for predictions written as the masks are (None: class ids)."""
+    if foreground_value is None or num_classes != 1:
+        return None
+    return (255 if foreground_value == 0 else 0, foreground_value)

@@ -197,7 +197,7 @@ def inference_spec(
         )
     head = model.tasks[recipe.evaluate.split("/")[0]]
     patch = tuple(config.patch or data.patch)
-    known = {"normalization", "ct_window", "downsample", "spacing"}
+    known = {"normalization", "ct_window", "downsample", "spacing", "label_values"}
     unknown = sorted(set(data.preprocessing) - known)
     if unknown:
         raise ConfigError(

@@ -332,6 +332,14 @@ def plan_outputs(
     return names
 
 
+def _image_values(labels: Any, class_values: bool, label_values: Sequence[int] | None) -> Any:
+    """The uint8 values of a label map written as an image (:func:`write_prediction`)."""
+    if label_values is not None and not class_values:
+        return np.asarray(label_values, dtype=np.uint8)[labels]
+    scale = 255 // max(int(labels.max()), 1) if labels.max() <= 1 and not class_values else 1
+    return (labels * scale).astype(np.uint8)
+
+
 def write_prediction(
     path: Path,
     labels: Any,
@@ -342,13 +350,15 @@ def write_prediction(
     channels: Mapping[str, Any] | None = None,
     name: str | None = None,
     class_values: bool = False,
+    label_values: Sequence[int] | None = None,
 ) -> Path:
     """Write a prediction of the input ``path`` into ``out`` in the input's format (:func:`output_files`:
     ``<name>`` with the labels, NIfTI keeping the input's header; with ``with_probs`` also
     ``<name>_prob`` and ``<name>_prob.json`` naming the probability channels, ``channels``:
     :meth:`InferenceSpec.channels`). ``name`` defaults to the input's case name (:func:`plan_outputs`
-    chooses unique ones). A PNG of a binary segmentation shows the foreground as 255, unless
-    ``class_values`` (nnU-Net's 2D labels: the class numbers themselves)."""
+    chooses unique ones). A PNG holds ``label_values[c]`` for class ``c`` where the data set's masks
+    have their own values (:attr:`InferenceSpec.label_values`: ISBI's membrane is 0 on 255); else the
+    class numbers with ``class_values`` (nnU-Net's 2D labels), or a binary foreground as 255."""
     import json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -384,8 +394,7 @@ def write_prediction(
     elif fmt == "image":
         from PIL import Image
 
-        scale = 255 // max(int(labels.max()), 1) if labels.max() <= 1 and not class_values else 1
-        Image.fromarray((labels * scale).astype(np.uint8)).save(target)
+        Image.fromarray(_image_values(labels, class_values, label_values)).save(target)
         if with_probs:
             np.save(out / files["probabilities"], probs)
     else:

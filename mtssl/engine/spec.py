@@ -33,6 +33,9 @@ class InferenceSpec:
         physical_spacing: whether distances are in mm (else voxels).
         mirror_axes: the spatial axes the training augmentation mirrored, the only ones test-time
             mirroring flips (None, in checkpoints written before it: every axis).
+        label_values: the value each class has in the data set's own label files, background first
+            (ISBI 2012's membrane masks: ``(255, 0)``); a PNG prediction is written with them. None: class
+            numbers (255 for the foreground of a binary PNG).
         slice_size: for a 2D network trained on slices zoomed to one size (ACDC), the size each slice
             of a volume is zoomed to before the network (nearest neighbour) and back from; None: a
             slice is slid over at its own size.
@@ -55,6 +58,7 @@ class InferenceSpec:
     physical_spacing: bool = False
     mirror_axes: tuple[int, ...] | None = None
     slice_size: tuple[int, ...] | None = None
+    label_values: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.class_names:

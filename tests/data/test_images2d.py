@@ -159,3 +159,35 @@ def test_palette_masks_gray_values_or_class_indices(tmp_path):
     gray.putpalette([0, 0, 0, 255, 255, 255, 7, 7, 7] + [0] * (253 * 3))  # a gray palette: its values
     gray.save(tmp_path / "gray.gif")
     assert np.array_equal(read_mask(tmp_path / "gray.gif"), np.choose(indices, [0, 255, 7]))
+
+
+def test_a_png_prediction_is_written_with_the_data_sets_own_mask_values(tmp_path):
+    """ISBI's masks mark the membrane (the foreground) 0 on 255: a prediction written as a PNG must use the
+    same values, so that reading it back as a mask of that data set gives the predicted classes."""
+    from mtssl.engine.predictor import read_input, write_prediction
+
+    rng = np.random.default_rng(0)
+    for folder in ("train/image", "train/label", "pred"):
+        (tmp_path / folder).mkdir(parents=True)
+    membrane = np.full((32, 32), 255, np.uint8)
+    membrane[:, 10:13] = 0
+    for case in ("0", "1"):  # 0 tested, 1 trained on
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / f"train/image/{case}.png")
+        Image.fromarray(membrane).save(tmp_path / f"train/label/{case}.png")
+    options = {"root": str(tmp_path), "foreground_value": 0, "test_cases": ["0"], "patch": (32, 32)}
+    data = DATASETS.create("images2d", **options)
+    assert data.preprocessing["label_values"] == (255, 0)  # background, foreground: into the inference spec
+
+    predicted = np.zeros((32, 32), np.int64)
+    predicted[5:20, 4:9] = 1
+    _, meta = read_input(tmp_path / "train/image/0.png")
+    written = write_prediction(
+        tmp_path / "train/image/0.png", predicted, None, meta, tmp_path / "pred", False,
+        label_values=data.preprocessing["label_values"],
+    )  # fmt: skip
+    assert set(np.unique(np.asarray(Image.open(written)))) == {0, 255}
+    (tmp_path / "train/label/0.png").unlink()
+    written.rename(tmp_path / "train/label/0.png")  # the prediction read back as that data set's mask
+    assert np.array_equal(DATASETS.create("images2d", **options).test[0]["label"].numpy(), predicted)
+    white = DATASETS.create("images2d", **{**options, "foreground_value": 255}).preprocessing["label_values"]
+    assert white == (0, 255)
