@@ -39,6 +39,7 @@ __all__ = [
     "TASKS",
     "TERMS",
     "TRANSFORMS",
+    "UNCERTAINTIES",
     "Entry",
     "PluginWarning",
     "Registry",
@@ -303,9 +304,12 @@ TRANSFORMS = Registry("transform", package="mtssl.tasks")
 TERMS = Registry("term", package="mtssl.terms")
 RECIPES = Registry("recipe", package="mtssl.recipes")
 DATASETS = Registry("dataset", package="mtssl.data")
+UNCERTAINTIES = Registry("uncertainty", package="mtssl.terms")
 
 #: Every registry by kind, as ``mtssl list KIND`` names them.
-REGISTRIES: dict[str, Registry] = {r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, TERMS, RECIPES, DATASETS)}
+REGISTRIES: dict[str, Registry] = {
+    r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, TERMS, UNCERTAINTIES, RECIPES, DATASETS)
+}
 
 
 #: The built-in entries as ``mtssl list`` shows them, so that it answers without importing torch (a

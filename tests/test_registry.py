@@ -93,7 +93,7 @@ def test_required_option():
 
 
 def test_registry_kinds():
-    assert set(REGISTRIES) == {"backbone", "task", "transform", "term", "recipe", "dataset"}
+    assert set(REGISTRIES) == {"backbone", "task", "transform", "term", "uncertainty", "recipe", "dataset"}
     assert registry("transforms") is REGISTRIES["transform"]
     with pytest.raises(ConfigError, match="unknown registry kind 'trnsform' \\(did you mean 'transform', 'term'\\?\\)"):
         registry("trnsform")

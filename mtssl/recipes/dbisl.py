@@ -10,8 +10,8 @@ Four switchable components (docs/dbisl.md):
    ``seg_to_sdf_teaches: sdf`` makes the transformed seg a fixed teacher of the SDF head in the
    ``seg->sdf`` direction, so that no gradient of it reaches the seg head;
 3. ``pseudo``: a label fused from both tasks supervises both on the unlabeled samples;
-4. ``uncertainty``: the tasks' disagreement (or the fused entropy) weights that pseudo-supervision;
-   ``none`` switches it off.
+4. ``uncertainty``: the tasks' disagreement (or the fused entropy, or any weighting registered in
+   ``mtssl.terms.uncertainty``, by name) weights that pseudo-supervision; ``none`` switches it off.
 
 The paper publishes neither k, h, the term weights nor the fusion rule; mtssl's choices are the
 defaults below (k = 1500 as DTC, the SDF weight 0.3 as DTC, ramped consistency and pseudo weights,
@@ -44,7 +44,7 @@ def dbisl(
     consistency: bool | Literal["both", "sdf->seg", "seg->sdf", "none"] = "sdf->seg",
     seg_to_sdf_teaches: Literal["both", "sdf"] = "both",
     pseudo: bool = True,
-    uncertainty: Literal["disagreement", "entropy", "none"] = "disagreement",
+    uncertainty: str = "disagreement",
     k: float = 1500.0,
     h: float | None = None,
     kernel: Literal["exp", "gauss"] = "exp",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 
 from mtssl.ops.checks import as_float
-from mtssl.registry import TERMS
+from mtssl.registry import TERMS, UNCERTAINTIES
 from mtssl.tasks.seg import Segmentation
 from mtssl.terms.context import StepContext
 from mtssl.terms.schedules import sigmoid_rampup
@@ -103,13 +102,14 @@ class MeanTeacher:
 
 @TERMS.register("ua_mt")
 class UncertaintyMeanTeacher:
-    """UA-MT: mean-teacher consistency masked where the teacher is uncertain.
+    """UA-MT: mean-teacher consistency weighted by the teacher's certainty.
 
-    Uncertainty is the entropy of the mean probability over ``passes`` noisy teacher passes
-    (``source: teacher``, UA-MT's), or over MC-dropout passes of the student without noise
-    (``source: student``: the student in train mode, no gradient); voxels with
-    entropy below ``(0.75 + 0.25 * sigmoid_rampup(t, max_iterations)) * ln 2`` count, and the loss is
-    ``sum(mask * mse) / (C * sum(mask) + 1e-16)`` (UA-MT's normalisation).
+    The votes are ``passes`` noisy teacher passes (``source: teacher``, UA-MT's), or MC-dropout passes
+    of the student without noise (``source: student``: the student in train mode, no gradient). The
+    weighting is a registered uncertainty by name (:mod:`mtssl.terms.uncertainty`); UA-MT's own,
+    ``entropy_below``, keeps voxels whose mean's entropy is below
+    ``(0.75 + 0.25 * sigmoid_rampup(t, max_iterations)) * ln 2``. The loss is
+    ``sum(w * mse) / (C * sum(w) + 1e-16)`` (UA-MT's normalisation).
     """
 
     needs_teacher = True  # the consistency's target is the teacher's, whichever model gives the uncertainty
@@ -122,9 +122,12 @@ class UncertaintyMeanTeacher:
         noise_clip: float = 0.2,
         max_iterations: int = 6000,
         source: Literal["teacher", "student"] = "teacher",
+        uncertainty: str = "entropy_below",
     ) -> None:
         self.output, self.passes, self.max_iterations, self.source = output, passes, max_iterations, source
-        self.noise_std, self.noise_clip = noise_std, noise_clip
+        self.noise_std, self.noise_clip, self.uncertainty = noise_std, noise_clip, uncertainty
+        ramped = "max_iterations" in UNCERTAINTIES.get(uncertainty).defaults()  # UA-MT's ramp length
+        self.weighting = UNCERTAINTIES.create(uncertainty, **({"max_iterations": max_iterations} if ramped else {}))
         self.reads = (output,)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -132,18 +135,17 @@ class UncertaintyMeanTeacher:
             raise ValueError("the ua_mt term needs a recipe with an EMA teacher")
         task = ctx.task_of(self.output)
         teacher = probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+        votes = [self._pass(ctx, task) for _ in range(self.passes)]
         mean = torch.zeros_like(teacher)
-        for _ in range(self.passes):
-            mean += self._pass(ctx, task)
+        for vote in votes:  # summed in order, as UA-MT's code
+            mean += vote
         mean /= self.passes
-        if not task.softmax:  # a sigmoid map's entropy counts both outcomes
-            mean = torch.cat([1 - mean, mean], 1)
-        uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
-        threshold = (0.75 + 0.25 * sigmoid_rampup(ctx.iteration, self.max_iterations)) * math.log(2)
-        mask = (uncertainty < threshold).float()
+        weight = self.weighting(votes, mean, ctx.iteration, task.softmax)
         student = probabilities(task, ctx.unlabeled.outputs[self.output])
         dist = (student - teacher).square()
-        loss = (mask * dist).sum() / (dist.shape[1] * mask.sum() + 1e-16)
+        # a weight shared by the channels (UA-MT's mask) counts once per channel, as UA-MT's code divides
+        counted = dist.shape[1] * weight.sum() if weight.shape[1] == 1 else weight.expand_as(dist).sum()
+        loss = (weight * dist).sum() / (counted + 1e-16)
         return {"consistency_uncertain": loss}
 
     def _pass(self, ctx: StepContext, task: Segmentation) -> torch.Tensor:

@@ -8,8 +8,9 @@ Fusion and uncertainty (the paper leaves both unpublished; these are mtssl's doc
 - the fused probability is their mean (``fusion: mean``), their geometric mean (``geometric``), or one of them;
 - the pseudo-label is ``fused > 0.5`` (``hard``) or ``fused`` itself (soft);
 - a voxel counts where its confidence ``|2 fused - 1|`` reaches ``confidence``;
-- its weight is ``1 - |p_seg - p_sdf|`` (``uncertainty: disagreement``), ``1 - H(fused) / ln 2``
-  (``entropy``), or 1 (``none``);
+- its weight is an uncertainty weighting of the two votes, by name (:mod:`mtssl.terms.uncertainty`):
+  ``1 - |p_seg - p_sdf|`` (``uncertainty: disagreement``), ``1 - H(fused) / ln 2`` (``entropy``), 1
+  (``none``), or any other registered one;
 - the two probabilities come from the student's own outputs (``source: student``) or from an EMA
   teacher's forward of the unlabeled images (``source: teacher``; the recipe needs a teacher).
 
@@ -18,8 +19,7 @@ The pseudo-label and the weights are detached: they teach, they are not taught.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -27,7 +27,7 @@ import torch
 from mtssl.ops.checks import as_float
 from mtssl.ops.distance import signed_distance
 from mtssl.ops.losses import dice_loss, mse_loss
-from mtssl.registry import TERMS
+from mtssl.registry import TERMS, UNCERTAINTIES
 from mtssl.tasks.transforms import sdf_to_seg
 from mtssl.terms.context import StepContext
 
@@ -35,28 +35,26 @@ __all__ = ["FusedPseudoLabel", "fuse"]
 
 
 Fusion = Literal["mean", "geometric", "seg", "sdf"]
-Uncertainty = Literal["disagreement", "entropy", "none"]
 Source = Literal["student", "teacher"]
 
 
 def fuse(
-    p_seg: torch.Tensor, p_sdf: torch.Tensor, fusion: Fusion = "mean", uncertainty: Uncertainty = "disagreement"
+    p_seg: torch.Tensor,
+    p_sdf: torch.Tensor,
+    fusion: Fusion = "mean",
+    uncertainty: str | Callable[..., torch.Tensor] = "disagreement",
+    iteration: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused foreground probability and per-voxel weight from two tasks' probabilities (see the module doc)."""
+    """Fused foreground probability and per-voxel weight from two tasks' probabilities (see the module doc);
+    ``uncertainty`` is a registered weighting's name or the weighting itself."""
     if fusion == "mean":
         fused = (p_seg + p_sdf) / 2
     elif fusion == "geometric":
         fused = (p_seg * p_sdf).sqrt()
     else:
         fused = p_seg if fusion == "seg" else p_sdf
-    if uncertainty == "disagreement":
-        weight = 1 - (p_seg - p_sdf).abs()
-    elif uncertainty == "entropy":
-        f = fused.clamp(1e-6, 1 - 1e-6)
-        weight = 1 + (f * f.log() + (1 - f) * (1 - f).log()) / math.log(2)
-    else:
-        weight = torch.ones_like(fused)
-    return fused, weight
+    weighting = UNCERTAINTIES.create(uncertainty) if isinstance(uncertainty, str) else uncertainty
+    return fused, weighting((p_seg, p_sdf), fused, iteration)
 
 
 @TERMS.register("fused_pseudo_label")
@@ -75,11 +73,12 @@ class FusedPseudoLabel:
         fusion: Fusion = "mean",
         hard: bool = True,
         confidence: float = 0.0,
-        uncertainty: Uncertainty = "disagreement",
+        uncertainty: str = "disagreement",
         source: Source = "student",
     ) -> None:
         self.seg, self.sdf, self.k, self.fusion, self.hard = seg, sdf, k, fusion, hard
         self.confidence, self.uncertainty, self.source = confidence, uncertainty, source
+        self.weighting = UNCERTAINTIES.create(uncertainty)  # an unknown name lists the registered ones
         self.reads, self.needs_teacher = (seg, sdf), source == "teacher"
 
     def _voters(self, ctx: StepContext) -> Mapping[str, torch.Tensor]:
@@ -96,7 +95,7 @@ class FusedPseudoLabel:
         voters = self._voters(ctx)
         seg_prob = ctx.task_of(self.seg).to_seg(voters[self.seg])
         sdf_prob = sdf_to_seg(as_float(voters[self.sdf]), self.k)
-        fused, weight = fuse(seg_prob, sdf_prob, self.fusion, self.uncertainty)
+        fused, weight = fuse(seg_prob, sdf_prob, self.fusion, self.weighting, ctx.iteration)
         weight = weight * ((2 * fused - 1).abs() >= self.confidence)
         hard = fused > 0.5
         return (hard.float() if self.hard else fused), hard, weight.mean(1)  # the weight is shared by the classes

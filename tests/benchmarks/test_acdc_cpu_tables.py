@@ -72,3 +72,17 @@ def test_parity_edits_apply_and_a_missing_text_stops(tmp_path):
     assert ("if iter_num < 1000:", "if iter_num < 40:") in edits
     with pytest.raises(SystemExit, match="not found"):
         apply_changes(code, changes("supervised", 1200, 128))  # the texts are gone now
+
+
+def test_the_docs_show_the_recorded_tables(capsys):
+    """Every table row acdc_cpu_tables.py prints from the recorded cells stands, verbatim, on the ACDC page:
+    a cell recorded without the page updated fails here."""
+    from pathlib import Path
+
+    from benchmarks import acdc_cpu_tables
+
+    acdc_cpu_tables.main([])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "acdc.md").read_text()
+    missing = [row for row in rows if row not in page]
+    assert len(rows) > 10 and not missing, missing[:3]

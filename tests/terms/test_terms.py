@@ -280,3 +280,38 @@ def test_the_pseudo_label_dice_counts_every_foreground_class():
     prob, t = torch.sigmoid(outputs["seg"]).double(), pseudo.double()
     per_class = 1 - (2 * (prob * t).sum((0, 2, 3)) + 1e-5) / ((prob * prob).sum((0, 2, 3)) + t.sum((0, 2, 3)) + 1e-5)
     assert float(term(step)["pseudo_seg"]) == pytest.approx(float(per_class.mean()), rel=1e-5)
+
+
+def test_a_new_uncertainty_weighting_is_one_registration_and_both_recipes_take_it_by_name():
+    """A weighting registered once is taken by name by DBiSL's pseudo-label (recipe.uncertainty) and by the
+    UA-MT term; a weighting of 0 silences both losses, and an unknown name lists the registered ones."""
+    from mtssl.registry import RECIPES, UNCERTAINTIES, RegistryError
+
+    @UNCERTAINTIES.register("test_nothing_counts")
+    class NothingCounts:
+        def __call__(self, votes, fused, iteration, softmax=False):
+            return torch.zeros_like(fused[:, :1])
+
+    try:
+        recipe = RECIPES.create("dbisl", uncertainty="test_nothing_counts", pseudo_source="student")
+        pseudo = next(t.fn for t in recipe.terms if t.name == "fused_pseudo_label")
+        seg, sdf = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+        losses = pseudo(ctx({"seg": seg, "sdf": sdf}, {"seg": SEG, "sdf": SDF}, n_labeled=1))
+        assert losses["pseudo_seg"] == 0 and losses["pseudo_sdf"] == 0
+        logits = torch.randn(2, 2, 2, 2)
+        teacher = lambda x: {"seg": logits[: x.shape[0]]}  # noqa: E731
+        term = TERMS.create("ua_mt", passes=2, noise_std=0.0, uncertainty="test_nothing_counts")
+        student = torch.randn(1, 2, 2, 2)
+        assert term(ctx({"seg": student}, {"seg": SOFTMAX}, teacher=teacher))["consistency_uncertain"] == 0
+        assert "max_iterations" in UNCERTAINTIES.get("entropy_below").defaults()  # UA-MT's ramp goes to its own
+    finally:
+        UNCERTAINTIES._entries.pop("test_nothing_counts", None)
+    with pytest.raises(RegistryError, match=r"unknown uncertainty 'entropyy'. Did you mean 'entropy'"):
+        RECIPES.create("dbisl", uncertainty="entropyy")
+
+
+def test_disagreement_of_several_votes_is_their_spread():
+    from mtssl.terms.uncertainty import Disagreement
+
+    votes = [torch.tensor([0.2, 0.9]), torch.tensor([0.6, 0.9]), torch.tensor([0.4, 0.8])]
+    torch.testing.assert_close(Disagreement()(votes, votes[0], 0), torch.tensor([0.6, 0.9]))
