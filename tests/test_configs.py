@@ -17,6 +17,31 @@ def test_run_config_validates(path):
     build_recipe(cfg)
 
 
+@pytest.mark.parametrize("path", RUNS, ids=[p.stem for p in RUNS])
+def test_no_shipped_config_warns_on_its_default_path(path):
+    """A shipped config's transforms run at its patch without a SaturationWarning (a soft SDF whose window
+    is under half the patch): the warning is for a user's choice that hurts, never for a default."""
+    import warnings
+
+    import torch
+
+    from mtssl.registry import TASKS
+    from mtssl.tasks.dist import InsideDistance
+    from mtssl.tasks.sdf import SignedDistance
+    from mtssl.tasks.transforms import SaturationWarning
+
+    cfg = build_dataclass(RunConfig, load_config(path))
+    recipe = build_recipe(cfg)
+    patch = tuple(cfg.data.get("patch") or ((48, 48, 32) if cfg.data.get("spatial_dims", 3) == 3 else (64, 64)))
+    for head, options in recipe.tasks.items():
+        options = {**options, **cfg.model.get("tasks", {}).get(head, {})}
+        task = TASKS.create(options.pop("task", head), **options)
+        if isinstance(task, (SignedDistance, InsideDistance)):  # the tasks with a soft transform from seg
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", SaturationWarning)
+                task.from_seg(torch.zeros(1, 1, *patch))
+
+
 @pytest.mark.parametrize("labeled", [4, 8, 16, 80])
 def test_la_protocol_values(labeled):
     cfg = build_dataclass(RunConfig, load_config(CONFIGS[0].parent / f"la_supervised_{labeled}.yaml"))
