@@ -32,8 +32,9 @@ def main() -> None:
     began = time.perf_counter()
     quick = ["data.size=[32,32,32]", "data.patch=[16,16,16]", "model.backbone.n_filters=4", "eval.stride=[16,16,16]"]
     iterations = 10 if args.quick else args.iterations
-    table = Table(title=f"3D phantom, 2 labeled volumes, {iterations} iterations, 4 test volumes (one seed)")
-    for column in ("recipe", "Dice %", "Jaccard %", "95HD (voxels)", "ASD (voxels)", "empty", "train + test"):
+    table = Table(title=f"3D phantom, 2 labeled of 16, {iterations} iterations, 4 test volumes, one seed")
+    # Five metric columns fit 80 terminal columns and the docs' code blocks at 1280 px (Jaccard is in metrics.json).
+    for column in ("recipe", "Dice %", "95HD (voxels)", "ASD (voxels)", "empty", "train + test"):
         table.add_column(column, justify="right", no_wrap=column == "recipe")  # names whole on 80 columns
     for recipe in ("supervised", "dbisl"):
         overrides = [f"train.iterations={iterations}", *(quick if args.quick else [])]
@@ -45,7 +46,6 @@ def main() -> None:
         table.add_row(
             recipe,
             f"{100 * mean['dice']:.2f} ± {100 * std['dice']:.2f}",
-            f"{100 * mean['jaccard']:.2f} ± {100 * std['jaccard']:.2f}",
             f"{mean['hd95']:.2f} ± {std['hd95']:.2f}",
             f"{mean['asd']:.2f} ± {std['asd']:.2f}",
             str(summary["empty_predictions"]),

@@ -254,35 +254,43 @@ def _plots(out: Path, rows: list[dict[str, Any]]) -> None:
     fig.savefig(out / "per_case_dice.png", dpi=100, metadata={"Software": None})
     plt.close(fig)
 
-    # Loss curves per logged component: each panel compares the runs that log that component.
-    logs = {}
+    # Loss curves: one panel per recipe and label count; in it, each loss term's mean over the seeds, the
+    # spread between the seeds shaded. (One line per run and term, 24 runs to a panel, was unreadable.)
+    groups: dict[tuple[str, int], list[list[dict]]] = {}
     for r in rows:
         path = out / r["run"] / "log.jsonl"
         if path.is_file():
-            logs[f"{r['recipe']} {r['labels']} s{r['seed']}"] = [json.loads(x) for x in path.read_text().splitlines()]
-    terms = sorted(
-        {k for records in logs.values() for x in records for k in x if k.startswith("loss/")} - {"loss/total"}
-    )
+            records = [json.loads(x) for x in path.read_text().splitlines()]
+            groups.setdefault((r["recipe"], int(r["labels"])), []).append(records)
+    terms = sorted({k for runs in groups.values() for rec in runs for x in rec for k in x if k.startswith("loss/")})
     if not terms:
         return
-    cols = min(3, len(terms))
-    nrows = math.ceil(len(terms) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
-    color = {name: f"C{i % 10}" for i, name in enumerate(logs)}  # one colour per run in every panel
-    for ax, term in zip(axes.flat, terms):
-        for name, records in logs.items():
-            points = [(x["iteration"], x[term]) for x in records if term in x]
-            if points:
-                marker = "o" if len(points) <= 20 else None  # few records: show where they are
-                ax.plot(*zip(*points), lw=0.8, marker=marker, ms=3, color=color[name])
-        ax.set(title=term[5:], xlabel="iteration")
+    color = {term: f"C{i % 10}" for i, term in enumerate(terms)}  # one colour per term in every panel
+    cols = min(4, len(groups))
+    nrows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+    for ax, ((recipe, labels), runs) in zip(axes.flat, groups.items()):
+        for term in terms:
+            curves = [{x["iteration"]: x[term] for x in rec if term in x} for rec in runs]
+            shared = sorted(set.intersection(*(set(c) for c in curves))) if all(curves) else []
+            if not shared:
+                continue
+            values = np.array([[c[i] for i in shared] for c in curves])
+            marker = "o" if len(shared) <= 20 else None  # few records: show where they are
+            ax.plot(shared, values.mean(0), lw=1.2 if term == "loss/total" else 0.9, marker=marker, ms=3,
+                    color=color[term], ls="-" if term == "loss/total" else "--")  # fmt: skip
+            if len(runs) > 1:
+                ax.fill_between(shared, values.min(0), values.max(0), color=color[term], alpha=0.15, lw=0)
+        ax.set(title=f"{recipe}, {labels} labels ({len(runs)} seed{'s' if len(runs) > 1 else ''})", xlabel="iteration")
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(terms) :]:
+    for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
-    handles = [matplotlib.lines.Line2D([], [], color=color[name], lw=1.5) for name in logs]
-    fig.legend(handles, list(logs), loc="lower center", ncol=min(len(logs), 6), fontsize=7, frameon=False)
-    fig.suptitle("Loss curves per term (a panel shows the runs whose recipe has that term)")
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(logs) / 6), 1, 1))
+    handles = [
+        matplotlib.lines.Line2D([], [], color=color[t], lw=1.5, ls="-" if t == "loss/total" else "--") for t in terms
+    ]
+    fig.legend(handles, [t[5:] for t in terms], loc="lower center", ncol=min(len(terms), 5), fontsize=7, frameon=False)
+    fig.suptitle("Loss per term: the mean over seeds, the seeds' range shaded")
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(terms) / 5), 1, 1))
     fig.savefig(out / "loss_curves.png", dpi=100, metadata={"Software": None})
     plt.close(fig)
 
