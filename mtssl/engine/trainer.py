@@ -211,6 +211,12 @@ class Trainer:
                             "two terms computing the same loss on the same heads; drop one (a term's weight "
                             "scales it)"
                         )
+                    own = getattr(term.fn, "name", None)
+                    if isinstance(own, str) and name != own and not name.startswith(own + "_"):
+                        raise ConfigError(
+                            f"the term {term_name} returned a loss named {name!r}: a term's losses are named "
+                            f"{own!r} or {own!r}_<part>, so that the log joins weight/{own} to them"
+                        )
                     given_by[name] = term_name
                     parts[name] = value.detach().float()
                     total = total + weight * value.float()

@@ -43,8 +43,10 @@ class Term:
 
     @property
     def name(self) -> str:
-        """What the logs call this term: its ``name``, else its function's or class's name (snake case)
-        with the head it acts on (``supervised_seg``, ``mean_teacher_seg``)."""
+        """The term's one name: its ``weight/<name>`` in the log and the prefix of its ``loss/<name>...``
+        entries. A built-in term sets ``name`` (``seg`` for the supervised term on ``seg``, whose losses are
+        ``seg_dice`` and ``seg_ce``; ``consistency_sdf_seg``; ``pseudo``); a term without one is called by
+        its function's or class's name (snake case) with the head it acts on."""
         named = getattr(self.fn, "name", None)
         if isinstance(named, str):
             return named

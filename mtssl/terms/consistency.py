@@ -17,6 +17,11 @@ __all__ = ["CrossTask", "MeanTeacher", "MultiDecoder", "UncertaintyMeanTeacher",
 Samples = Literal["all", "unlabeled"]
 
 
+def _named(base: str, output: str) -> str:
+    """A term's one name (its loss and its ``weight/`` key): ``base``, with the output unless it is ``seg``."""
+    return base if output == "seg" else f"{base}_{output.replace('/', '')}"
+
+
 def _samples(ctx: StepContext, x: torch.Tensor, which: Samples) -> torch.Tensor:
     return ctx.split(x)[1] if which == "unlabeled" else x
 
@@ -90,6 +95,7 @@ class MeanTeacher:
     def __init__(self, output: str = "seg", noise_std: float = 0.1, noise_clip: float = 0.2) -> None:
         self.output, self.noise_std, self.noise_clip = output, noise_std, noise_clip
         self.reads = (output,)
+        self.name = _named("consistency_teacher", output)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         if ctx.teacher is None:
@@ -97,7 +103,7 @@ class MeanTeacher:
         task = ctx.task_of(self.output)
         teacher = probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
         student = probabilities(task, ctx.unlabeled.outputs[self.output])
-        return {"consistency_teacher": (student - teacher).square().mean()}
+        return {self.name: (student - teacher).square().mean()}
 
 
 @TERMS.register("ua_mt")
@@ -126,6 +132,7 @@ class UncertaintyMeanTeacher:
     ) -> None:
         self.output, self.passes, self.max_iterations, self.source = output, passes, max_iterations, source
         self.noise_std, self.noise_clip, self.uncertainty = noise_std, noise_clip, uncertainty
+        self.name = _named("consistency_uncertain", output)
         ramped = "max_iterations" in UNCERTAINTIES.get(uncertainty).defaults()  # UA-MT's ramp length
         self.weighting = UNCERTAINTIES.create(uncertainty, **({"max_iterations": max_iterations} if ramped else {}))
         self.reads = (output,)
@@ -146,7 +153,7 @@ class UncertaintyMeanTeacher:
         # a weight shared by the channels (UA-MT's mask) counts once per channel, as UA-MT's code divides
         counted = dist.shape[1] * weight.sum() if weight.shape[1] == 1 else weight.expand_as(dist).sum()
         loss = (weight * dist).sum() / (counted + 1e-16)
-        return {"consistency_uncertain": loss}
+        return {self.name: loss}
 
     def _pass(self, ctx: StepContext, task: Segmentation) -> torch.Tensor:
         if self.source == "teacher":
@@ -165,6 +172,7 @@ class MultiDecoder:
         self.names = [output] + [f"{output}/{i}" for i in range(1, decoders)]
         self.temperature = temperature
         self.reads = tuple(self.names)
+        self.name = _named("consistency_decoders", output)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         probs = [probabilities(ctx.task_of(n), ctx.outputs[n]) for n in self.names]
@@ -172,4 +180,4 @@ class MultiDecoder:
         loss = sum(
             (probs[i] - sharp[j]).square().mean() for i in range(len(probs)) for j in range(len(probs)) if i != j
         )
-        return {"consistency_decoders": loss}
+        return {self.name: loss}

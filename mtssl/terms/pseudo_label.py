@@ -80,6 +80,7 @@ class FusedPseudoLabel:
         self.confidence, self.uncertainty, self.source = confidence, uncertainty, source
         self.weighting = UNCERTAINTIES.create(uncertainty)  # an unknown name lists the registered ones
         self.reads, self.needs_teacher = (seg, sdf), source == "teacher"
+        self.name = "pseudo"  # its losses: pseudo_seg, pseudo_sdf
 
     def _voters(self, ctx: StepContext) -> Mapping[str, torch.Tensor]:
         if self.source == "student":

@@ -22,8 +22,10 @@ class Supervised:
     A segmentation output gets ``dice * Dice + ce * CE`` (softmax CE, or BCE for sigmoid heads),
     Dice in the literature's form on the foreground probabilities. A regression output (sdf, dist)
     gets the MSE to its exact target; an edge output the BCE to the boundary. Losses are named
-    ``<output>_dice``, ``<output>_ce``, ``<output>_mse``, ``<output>_bce``. ``dice`` and ``ce`` (1 each
-    when unset) apply to segmentation heads only; setting them on another head is a config error.
+    ``<output>_dice``, ``<output>_ce``, ``<output>_mse``, ``<output>_bce`` (``seg1_dice`` for ``seg/1``): the
+    term's name is the output's, the prefix of its losses and the key of its weight (``weight/seg``).
+    ``dice`` and ``ce`` (1 each when unset) apply to segmentation heads only; setting them on another
+    head is a config error.
     """
 
     labeled_only = True  # reads no unlabeled sample (Recipe.uses_unlabeled)
@@ -31,6 +33,7 @@ class Supervised:
     def __init__(self, output: str = "seg", dice: float | None = None, ce: float | None = None) -> None:
         self.output, self.dice, self.ce = output, dice, ce
         self.reads = (output,)
+        self.name = output.replace("/", "")  # its losses: <name>_dice, <name>_ce, <name>_mse, ...
 
     def check(self, task_names: Mapping[str, str]) -> None:
         """``dice`` and ``ce`` weigh a segmentation head's two losses; on any other head they would be
@@ -48,7 +51,7 @@ class Supervised:
         out = as_float(part.outputs[self.output])
         weights = {"dice": 1.0 if self.dice is None else self.dice, "ce": 1.0 if self.ce is None else self.ce}
         losses = ctx.task_of(self.output).loss(out, ctx.target(self.output), part.label, weights)
-        return {f"{self.output}_{name}": value for name, value in losses.items()}
+        return {f"{self.name}_{part}": value for part, value in losses.items()}
 
 
 @TERMS.register("transformed_supervised")

@@ -45,7 +45,7 @@ def test_phantom_training_writes_everything(tmp_path, classes):
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [5, 10, 15, 20, 25, 30]
     for r in records:
-        assert {"loss/seg_dice", "loss/seg_ce", "loss/total", "lr", "it_per_s", "weight/supervised_seg"} <= set(r)
+        assert {"loss/seg_dice", "loss/seg_ce", "loss/total", "lr", "it_per_s", "weight/seg"} <= set(r)
     first, last = records[0]["loss/total"], records[-1]["loss/total"]
     assert last < first, (first, last)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -210,7 +210,7 @@ def test_tensorboard_events_read_back_with_named_scalars(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    terms = {"supervised_seg", "supervised_sdf", "consistency_sdf_seg"}
+    terms = {"seg", "sdf", "consistency_sdf_seg"}
     assert {f"weight/{t}" for t in terms} <= tags  # each term's weight under its name
     assert {"loss/seg_dice", "loss/sdf_mse", "loss/consistency_sdf_seg", "loss/total", "lr", "it_per_s"} <= tags
     assert [e.step for e in events.Scalars("loss/total")] == [2, 4, 6]

@@ -16,6 +16,7 @@ class ContourSparsity:
     def __init__(self, output: str = "contour") -> None:
         self.output = output
         self.reads = (output,)  # the outputs it reads, checked against the recipe's heads
+        self.name = f"{output}_sparsity"  # its one name: weight/<name> in the log, and its loss's
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        return {f"{self.output}_sparsity": ctx.unlabeled.outputs[self.output].float().mean()}
+        return {self.name: ctx.unlabeled.outputs[self.output].float().mean()}

@@ -42,7 +42,7 @@ def test_a_yaml_recipe_trains_a_new_task_term_and_backbone(extensions, tmp_path)
     expected = {"seg_dice", "seg_ce", "contour_mse", "consistency_seg_contour", "contour_sparsity", "total"}
     assert losses == {f"loss/{k}" for k in expected}
     weights = {k: v for k, v in records[-1].items() if k.startswith("weight/")}
-    assert weights["weight/supervised_contour"] == 0.5 and weights["weight/contour_sparsity_contour"] == 0.1
+    assert weights["weight/contour"] == 0.5 and weights["weight/contour_sparsity"] == 0.1  # one name per term
     assert 0 < weights["weight/consistency_seg_contour"] < 0.3  # the sigmoid ramp, not yet full
     assert all(torch.isfinite(torch.tensor(r["loss/total"])) for r in records)
     assert summary["cases"] == 2 and 0 <= summary["mean"]["dice"] <= 1

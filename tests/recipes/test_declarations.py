@@ -68,7 +68,7 @@ def test_a_python_recipe_is_checked_as_well():
 
     with pytest.raises(ConfigError, match="reads the output 'sdf', but no head 'sdf'"):
         Recipe(tasks={"seg": {}}, terms=(Term.of(CrossTask("sdf", "seg")),))
-    with pytest.raises(ConfigError, match="the term mean_teacher_seg reads an EMA teacher"):
+    with pytest.raises(ConfigError, match="the term consistency_teacher reads an EMA teacher"):
         Recipe(tasks={"seg": {}}, terms=(Term.of(MeanTeacher("seg")),))
 
 
@@ -92,9 +92,7 @@ def test_dice_and_ce_on_a_head_that_is_not_a_segmentation_are_refused():
 
 def test_two_terms_returning_one_loss_name_are_refused_not_overwritten():
     twice = [{"term": "supervised", "output": "seg"}, {"term": "supervised", "output": "seg", "dice": 0.5}]
-    with pytest.raises(
-        ConfigError, match=r"the terms supervised_seg and supervised_seg_2 both return a loss named 'seg_"
-    ):
+    with pytest.raises(ConfigError, match=r"the terms seg and seg_2 both return a loss named 'seg_"):
         plan_run(composed_config(twice))
 
 
@@ -116,3 +114,23 @@ def test_the_yaml_form_of_a_teacher_recipe_runs_from_the_command_line(tmp_path, 
     path.write_text(yaml.safe_dump(composed_config(EVERY_TERM[:1] + EVERY_TERM[5:6], teacher={"decay": 0.9})))
     assert main(["train", str(path), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
     assert "consistency_uncertain" in capsys.readouterr().out
+
+
+def test_a_term_whose_losses_do_not_carry_its_name_is_refused():
+    from mtssl.recipes.base import Recipe, Term
+
+    class Misnamed:
+        name, reads = "smooth", ("seg",)
+
+        def __call__(self, ctx):
+            return {"roughness": ctx.outputs["seg"].float().mean()}
+
+    cfg = tiny_config(iterations=1)
+    from mtssl.engine.build import build_components, run_config
+    from mtssl.engine.run import first_step
+
+    run = run_config(cfg)
+    recipe, data, model = build_components(run)
+    recipe = Recipe(tasks=recipe.tasks, terms=(*recipe.terms, Term.of(Misnamed())))
+    with pytest.raises(ConfigError, match=r"the term smooth returned a loss named 'roughness'"):
+        first_step(run, recipe, data, model)

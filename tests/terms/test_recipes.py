@@ -11,7 +11,7 @@ EXPECTED = {
     "mean_teacher": {"seg_dice", "seg_ce", "consistency_teacher"},
     "ua_mt": {"seg_dice", "seg_ce", "consistency_uncertain"},
     "dtc": {"seg_dice", "sdf_mse", "consistency_sdf_seg"},
-    "mcnet": {"seg_dice", "seg/1_dice", "consistency_decoders"},
+    "mcnet": {"seg_dice", "seg1_dice", "consistency_decoders"},
     "dbisl": {
         "seg_dice",
         "seg_ce",
@@ -47,6 +47,9 @@ def test_recipe_trains_and_logs_every_term(tmp_path, recipe):
     first, last = records[0]["loss/seg_dice"], records[-1]["loss/seg_dice"]
     assert last < first, (first, last)
     assert any(records[0][k] < records[-1][k] for k in records[-1] if k.startswith("weight/"))  # a ramp moved
+    # One name per term: every loss is named after its term's weight (loss/<name> or loss/<name>_<part>).
+    weights = {k[7:] for k in records[-1] if k.startswith("weight/")}
+    assert all(any(n == w or n.startswith(w + "_") for w in weights) for n in names), (names, weights)
 
 
 @pytest.mark.parametrize(

@@ -294,7 +294,7 @@ def test_a_new_uncertainty_weighting_is_one_registration_and_both_recipes_take_i
 
     try:
         recipe = RECIPES.create("dbisl", uncertainty="test_nothing_counts", pseudo_source="student")
-        pseudo = next(t.fn for t in recipe.terms if t.name == "fused_pseudo_label")
+        pseudo = next(t.fn for t in recipe.terms if t.name == "pseudo")
         seg, sdf = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
         losses = pseudo(ctx({"seg": seg, "sdf": sdf}, {"seg": SEG, "sdf": SDF}, n_labeled=1))
         assert losses["pseudo_seg"] == 0 and losses["pseudo_sdf"] == 0
