@@ -108,9 +108,9 @@ def check_edt(device: torch.device, shape: tuple[int, ...]) -> tuple[float, floa
 def check_soft_sdf(device: torch.device, shape: tuple[int, ...], method: str) -> tuple[float, float]:
     logits = torch.randn(2, 1, *shape) * 4
     radius = None if method == "fft" else 3.0
-    cpu = soft_signed_distance(logits, 2.0, "exp", radius, normalize=True, method=method)
+    cpu = soft_signed_distance(logits, 2.0, kernel="exp", radius=radius, normalize=True, method=method)
     x = logits.to(device).requires_grad_()
-    out = soft_signed_distance(x, 2.0, "exp", radius, normalize=True, method=method)
+    out = soft_signed_distance(x, 2.0, kernel="exp", radius=radius, normalize=True, method=method)
     out.square().mean().backward()
     if not torch.isfinite(x.grad).all():
         raise AssertionError("non-finite gradient")

@@ -130,7 +130,7 @@ def soft_sdf_rows(device: torch.device, repeats: int, record: Callable[..., None
     for kernel, h, radius, method in VARIANTS:
 
         def step(kernel: str = kernel, h: float = h, radius: float | None = radius, method: str = method) -> None:
-            out = soft_signed_distance(logits, h, kernel, radius, normalize=True, method=method)
+            out = soft_signed_distance(logits, h, kernel=kernel, radius=radius, normalize=True, method=method)
             out.square().mean().backward()
 
         wall, cpu = timed_cpu(step, device, repeats)
@@ -141,17 +141,18 @@ def soft_sdf_rows(device: torch.device, repeats: int, record: Callable[..., None
             bound_wall = bound_cpu / torch.get_num_threads()
         key = (kernel, h)
         if key not in reference:
-            reference[key] = soft_signed_distance(small_logits, h, kernel, None, normalize=True, method="direct")
+            reference[key] = soft_signed_distance(small_logits, h, kernel=kernel, normalize=True, method="direct")
         err = (
-            soft_signed_distance(small_logits, h, kernel, radius, normalize=True, method=method) - reference[key]
+            soft_signed_distance(small_logits, h, kernel=kernel, radius=radius, normalize=True, method=method)
+            - reference[key]
         ).abs()
         mse = {
             f"mse_vs_target_level{level}": round(
                 float(
                     (
-                        soft_signed_distance(levelled(crops, level), h, kernel, radius, normalize=True, method=method)[
-                            :, 0
-                        ]
+                        soft_signed_distance(
+                            levelled(crops, level), h, kernel=kernel, radius=radius, normalize=True, method=method
+                        )[:, 0]
                         - target
                     )
                     .square()
@@ -193,6 +194,6 @@ def h_sweep_rows(device: torch.device, record: Callable[..., None]) -> None:
         for h in (2.0, 3.0, 4.0, 6.0, 8.0):
             mse = {}
             for level in (10, 20):
-                soft = soft_signed_distance(levelled(masks, level), h, "exp", None, normalize=True, method="fft")[:, 0]
+                soft = soft_signed_distance(levelled(masks, level), h, kernel="exp", normalize=True, method="fft")[:, 0]
                 mse[f"mse_level{level}"] = round(float((soft - target).square().mean()), 4)
             record(f"seg->sdf MSE vs target: exp h={h:g} patch", "3x" + "x".join(map(str, size)), 0.0, **mse)

@@ -120,7 +120,7 @@ def same_network(code: Path) -> float:
 def score(code: Path, checkpoint: Path, data_root: Path, patch: int) -> dict:
     """The reference's checkpoint tested by mtssl's evaluator on the 40 test volumes."""
     from mtssl.data.acdc import acdc
-    from mtssl.engine.evaluate import EvalConfig, evaluate_cases, summarize
+    from mtssl.engine.protocol import EvalConfig, evaluate_cases, summarize
 
     sys.path.insert(0, str(code))
     from networks.unet import UNet  # SSL4MIS's network, from the work copy

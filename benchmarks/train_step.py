@@ -18,7 +18,6 @@ from common import timed, write_result
 
 from mtssl.engine.trainer import Trainer
 from mtssl.ops.distance import signed_distance
-from mtssl.tasks.transforms import SegToSdf
 
 RECIPES = ["supervised", "mean_teacher", "ua_mt", "dtc", "mcnet", "dbisl"]
 
@@ -47,11 +46,11 @@ def trainer_for(recipe: str, device: str, setting: str, filters: int | None = No
 def dbisl_breakdown(trainer: Trainer, batch: dict, device: torch.device, repeats: int, total: float) -> list[dict]:
     """Network, exact targets, soft SDF (seg->sdf of all samples, shared by its terms) and the rest."""
     label, image = batch["label"].to(device), batch["image"].to(device)
-    seg_to_sdf = SegToSdf(activation="sigmoid")
+    sdf_task = trainer.model.tasks["sdf"]  # DBiSL's: h follows the patch (4 at 112x112x80)
 
     def soft(n: int) -> None:
         logits = torch.randn(n, 1, *image.shape[2:], device=device, requires_grad=True)
-        seg_to_sdf(logits).square().mean().backward()
+        sdf_task.from_seg(logits, "sigmoid").square().mean().backward()
 
     def network() -> None:
         out = trainer.model(image)

@@ -56,7 +56,7 @@ def print_metrics(summary: Mapping[str, Any], title: str = "test metrics") -> No
     from rich.console import Console
     from rich.table import Table
 
-    from mtssl.engine.evaluate import summarize
+    from mtssl.engine.protocol import summarize
 
     rows = list(summary["per_case"])
     classes = sorted({r["class"] for r in rows})
@@ -301,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="import a module first (repeatable), e.g. one that registers your own recipe or backbone",
     )
     sub = parser.add_subparsers(dest="command")
-    p_list = sub.add_parser("list", help="list what is registered: backbones, tasks, transforms, ...")
-    p_list.add_argument("kind", nargs="?", help="one registry: backbone, task, transform, term, recipe, dataset")
+    p_list = sub.add_parser("list", help="list what is registered: backbones, tasks, terms, recipes, ...")
+    p_list.add_argument("kind", nargs="?", help="one registry: backbone, task, term, uncertainty, recipe, dataset")
     p_list.set_defaults(func=_cmd_list)
 
     p_train = sub.add_parser("train", help="train a recipe, then test it")

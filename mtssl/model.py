@@ -15,6 +15,7 @@ from torch import nn
 from mtssl.config import ConfigError, did_you_mean
 from mtssl.registry import BACKBONES, TASKS
 from mtssl.tasks.base import Task
+from mtssl.tasks.outputs import output_name
 
 __all__ = ["Backbone", "MultiTaskModel", "build_model"]
 
@@ -89,11 +90,7 @@ class MultiTaskModel(nn.Module):
     @property
     def output_names(self) -> list[str]:
         """Keys of :meth:`forward`'s dict, in order."""
-        return [self._key(name, i) for i in range(self.branches) for name in self.tasks]
-
-    @staticmethod
-    def _key(name: str, branch: int) -> str:
-        return name if branch == 0 else f"{name}/{branch}"
+        return [output_name(name, i) for i in range(self.branches) for name in self.tasks]
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, C_in, *S)`` image to ``{name: (B, out_channels, *S)}``."""
@@ -101,7 +98,7 @@ class MultiTaskModel(nn.Module):
         if not isinstance(features, (list, tuple)):
             features = [features]
         return {
-            self._key(name, i): head(feats)
+            output_name(name, i): head(feats)
             for i, (feats, heads) in enumerate(zip(features, self.heads))
             for name, head in heads.items()
         }

@@ -2,7 +2,8 @@
 
 Like timm's ``register_model`` / ``create_model``, with three differences:
 
-- a duplicate name is an error, never a silent overwrite;
+- a duplicate name is an error, never a silent overwrite (the same definition registered again from the
+  same module, as a re-run notebook cell does, replaces the old one);
 - built-in entries are registered by importing every public module of the registry's package,
   lazily on first use (a new file registers its entries without a second edit), not by star imports;
 - each entry's options are a typed dataclass, so ``create(name, **cfg)`` rejects an unknown or
@@ -38,7 +39,6 @@ __all__ = [
     "REGISTRIES",
     "TASKS",
     "TERMS",
-    "TRANSFORMS",
     "UNCERTAINTIES",
     "Entry",
     "PluginWarning",
@@ -112,6 +112,11 @@ def options_from_signature(factory: Callable[..., Any], name: str) -> type:
     return dataclasses.make_dataclass(cls_name, required + optional, frozen=True)
 
 
+def _same_definition(old: Callable[..., Any], new: Callable[..., Any]) -> bool:
+    """Whether ``new`` is ``old`` defined again: the same module and qualified name (a re-run cell)."""
+    return (old.__module__, old.__qualname__) == (new.__module__, new.__qualname__)
+
+
 def _identifier(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)
 
@@ -152,8 +157,11 @@ class Registry:
         (``create`` then returns the validated instance); otherwise it is built from the factory's
         annotated parameters, which must all be keywords (no ``**kwargs``).
 
+        Registering a name again from the same module under the same qualified name (a re-run notebook
+        cell, a reloaded module) replaces the entry; a different object under a taken name is an error.
+
         Raises:
-            RegistryError: ``name`` is already registered.
+            RegistryError: ``name`` is already registered by another definition.
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"a {self.kind} name must be a non-empty string, got {name!r}")
@@ -168,8 +176,8 @@ class Registry:
             else:
                 opts = options_from_signature(factory, name)
             with self._lock:
-                if name in self._entries:
-                    other = self._entries[name].factory
+                other = self._entries[name].factory if name in self._entries else None
+                if other is not None and not _same_definition(other, factory):
                     raise RegistryError(
                         f"{self.kind} {name!r} is already registered (by {other.__module__}.{other.__qualname__}); "
                         "choose another name"
@@ -300,16 +308,13 @@ def builtin_modules(package: str) -> list[str]:
 # Each registry's built-ins are the entries of one package's modules, discovered on first look-up.
 BACKBONES = Registry("backbone", package="mtssl.nets")
 TASKS = Registry("task", package="mtssl.tasks")
-TRANSFORMS = Registry("transform", package="mtssl.tasks")
 TERMS = Registry("term", package="mtssl.terms")
 RECIPES = Registry("recipe", package="mtssl.recipes")
 DATASETS = Registry("dataset", package="mtssl.data")
 UNCERTAINTIES = Registry("uncertainty", package="mtssl.terms")
 
 #: Every registry by kind, as ``mtssl list KIND`` names them.
-REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (BACKBONES, TASKS, TRANSFORMS, TERMS, UNCERTAINTIES, RECIPES, DATASETS)
-}
+REGISTRIES: dict[str, Registry] = {r.kind: r for r in (BACKBONES, TASKS, TERMS, UNCERTAINTIES, RECIPES, DATASETS)}
 
 
 #: The built-in entries as ``mtssl list`` shows them, so that it answers without importing torch (a
@@ -344,8 +349,13 @@ def stored_listing() -> dict[str, list[list[str]]] | None:
 
 
 def registry(kind: str) -> Registry:
-    """Return the registry of ``kind`` (``"backbone"``, ``"transform"``, ...; plurals accepted)."""
+    """Return the registry of ``kind`` (``"backbone"``, ``"term"``, ...; plurals accepted)."""
     key = kind[:-1] if kind not in REGISTRIES and kind.endswith("s") else kind
+    if key == "transform":
+        raise ConfigError(
+            "transforms are not registered on their own: each task holds its transforms to and from segmentation "
+            "(to_seg, from_seg) with their options (k, h, kernel, radius); see `mtssl list task`"
+        )
     if key not in REGISTRIES:
         raise ConfigError(
             f"unknown registry kind {kind!r}{did_you_mean(kind, REGISTRIES)}; known kinds: {', '.join(REGISTRIES)}"

@@ -9,15 +9,20 @@ from mtssl.cli import main
 def test_list_all(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for kind in ("backbone", "task", "transform", "term", "recipe", "dataset"):
+    for kind in ("backbone", "task", "term", "uncertainty", "recipe", "dataset"):
         assert kind in out
-    assert "sdf->seg" in out and "k=1500.0" in out
+    assert "sdf" in out and "k=1500.0" in out
 
 
 def test_list_one_kind(capsys):
-    assert main(["list", "transform"]) == 0
+    assert main(["list", "uncertainty"]) == 0
     out = capsys.readouterr().out
-    assert "seg->sdf" in out and "backbone" not in out
+    assert "entropy_below" in out and "backbone" not in out
+
+
+def test_transforms_are_the_tasks_and_listing_them_says_so(capsys):
+    assert main(["list", "transform"]) == 2
+    assert "each task holds its transforms to and from segmentation (to_seg, from_seg)" in capsys.readouterr().err
 
 
 def test_list_unknown_kind(capsys):
@@ -26,8 +31,8 @@ def test_list_unknown_kind(capsys):
 
 
 def test_console_script_entry_point():
-    result = subprocess.run([sys.executable, "-m", "mtssl", "list", "transform"], capture_output=True, text=True)
-    assert result.returncode == 0 and "dist->seg" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "mtssl", "list", "task"], capture_output=True, text=True)
+    assert result.returncode == 0 and "tanh" in result.stdout
 
 
 def test_the_stored_listing_is_the_registries():
@@ -146,7 +151,7 @@ def test_a_network_instance_where_a_backbone_config_belongs(tmp_path):
 
 def test_the_metrics_table_shows_each_class(capsys):
     from mtssl.cli import print_metrics
-    from mtssl.engine.evaluate import summarize
+    from mtssl.engine.protocol import summarize
 
     nan = float("nan")
     rows = [
@@ -183,6 +188,6 @@ def test_probability_channels_name_the_background_only_for_softmax():
 
 
 def test_distances_are_in_pixels_for_2d_cases_and_voxels_for_3d():
-    from mtssl.engine.evaluate import distance_unit
+    from mtssl.engine.protocol import distance_unit
 
     assert [distance_unit(False, 2), distance_unit(False, 3), distance_unit(True, 2)] == ["pixels", "voxels", "mm"]

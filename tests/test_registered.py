@@ -61,18 +61,18 @@ def test_task_forward_backward(name, spatial_dims):
     assert all(p.grad is not None for p in model.parameters())
 
 
-TRANSFORMS = REGISTRIES["transform"].names()
-
-
-@pytest.mark.parametrize("name", TRANSFORMS)
+@pytest.mark.parametrize("name", REGISTRIES["task"].names())
 @pytest.mark.parametrize("shape", [(2, 1, 12, 10), (2, 1, 8, 7, 6)], ids=["2d", "3d"])
-def test_transform_forward_backward(name, shape):
-    transform = REGISTRIES["transform"].create(name)
-    x = torch.randn(shape, requires_grad=True)
-    out = transform(x)
-    assert out.shape == shape and out.dtype == torch.float32 and torch.isfinite(out).all()
-    out.sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+def test_each_tasks_transforms_forward_backward(name, shape):
+    """A task's transforms (its from_seg, and its to_seg where it has one) in 2D and 3D, with gradients."""
+    task = REGISTRIES["task"].create(name)
+    transforms = [task.from_seg] + ([task.to_seg] if task.has_to_seg else [])
+    for transform in transforms:
+        x = torch.randn(shape, requires_grad=True)
+        out = transform(x)
+        assert out.shape == shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+        out.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
 def dataset_options(name: str, request: pytest.FixtureRequest) -> dict:

@@ -47,6 +47,18 @@ def test_duplicate_name_is_an_error(reg):
             return None
 
 
+def test_a_rerun_notebook_cell_registers_its_definition_again(reg):
+    cell = compile("@reg.register('ratio')\ndef ratio(value: float = 0.5):\n    return value\n", "<cell 3>", "exec")
+    namespace = {"reg": reg, "__name__": "__main__"}
+    exec(cell, namespace)
+    first = reg.get("ratio").factory
+    exec(cell.replace(co_consts=cell.co_consts), namespace)  # the cell run again: a new function, same definition
+    assert reg.get("ratio").factory is not first and reg.create("ratio", value=2) == 2.0
+    # another cell taking the name with a different definition is still refused
+    with pytest.raises(RegistryError, match=r"widget 'ratio' is already registered \(by __main__.ratio\)"):
+        exec("@reg.register('ratio')\ndef half(value: float = 0.5):\n    return value / 2\n", namespace)
+
+
 def test_unknown_name_lists_known_and_closest(reg):
     expected = r"unknown widget 'linaer'\. Did you mean 'linear'\? Known widget names: linear, log_scale"
     with pytest.raises(RegistryError, match=expected):
@@ -93,10 +105,10 @@ def test_required_option():
 
 
 def test_registry_kinds():
-    assert set(REGISTRIES) == {"backbone", "task", "transform", "term", "uncertainty", "recipe", "dataset"}
-    assert registry("transforms") is REGISTRIES["transform"]
-    with pytest.raises(ConfigError, match="unknown registry kind 'trnsform' \\(did you mean 'transform', 'term'\\?\\)"):
-        registry("trnsform")
+    assert set(REGISTRIES) == {"backbone", "task", "term", "uncertainty", "recipe", "dataset"}
+    assert registry("terms") is REGISTRIES["term"]
+    with pytest.raises(ConfigError, match="unknown registry kind 'trm' \\(did you mean 'term'\\?\\)"):
+        registry("trm")
 
 
 class FakeEntryPoint:

@@ -139,7 +139,7 @@ def _submit(
     _set_aside(out, [cid for cid in stale if cid not in queued])
     if not todo:
         return []
-    every = cells if only is None else load_grid(grid_path, None, overrides)[1]
+    every = cells if only is None else load_grid(grid_path, overrides=overrides)[1]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "grid.yaml", yaml.safe_dump({"grid": str(grid_path), "cells": [c.id for c in every]}))
     ids = submit_cells(todo, every, grid, out, options, str(published) if published else None, _job_name(grid_path))
@@ -156,7 +156,7 @@ def grid_status(grid_path: str | Path, out: str | Path, overrides: Sequence[str]
     submitted (:func:`mtssl.bench.slurm.cell_states`)."""
     from mtssl.bench.slurm import cell_states, format_states
 
-    _, cells = load_grid(grid_path, None, overrides)
+    _, cells = load_grid(grid_path, overrides=overrides)
     return format_states(cell_states(Path(out), cells))
 
 
@@ -164,7 +164,7 @@ def report_grid(
     grid_path: str | Path, out: str | Path, published: str | Path | None = None, overrides: Sequence[str] = ()
 ) -> int:
     """Write the tables, statistics and plots from the finished cells now; returns how many are finished."""
-    grid, cells = load_grid(grid_path, None, overrides)
+    grid, cells = load_grid(grid_path, overrides=overrides)
     out = Path(out)
     finished = sum(cell_finished(out / "runs" / c.id) for c in cells)
     if not finished:
@@ -300,7 +300,7 @@ def run_grid(
     else:
         failed = _run_serial(todo, out)
     # The tables cover every finished cell of the grid, not only those this call ran (--only).
-    every = cells if only is None else load_grid(grid_path, None, overrides)[1]
+    every = cells if only is None else load_grid(grid_path, overrides=overrides)[1]
     atomic_write(out / "grid.yaml", yaml.safe_dump({"grid": str(grid_path), "cells": [c.id for c in every]}))
     write_report(out, grid, every, published)
     if failed:

@@ -13,6 +13,7 @@ import numpy as np
 from mtssl.data.cases import Case, CaseData, DataError, numeric_array, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.normalize import normalize_image
+from mtssl.data.options import shared_options
 from mtssl.registry import DATASETS
 
 __all__ = ["image_to_channels", "images2d", "read_image"]
@@ -172,6 +173,7 @@ class _Reader:
 
 
 @DATASETS.register("images2d")
+@shared_options("labeled", "selection", "val", "patch", "augment", "fg_crop_prob", "seed")
 def images2d(
     root: str,
     image_dir: str = "train/image",
@@ -214,13 +216,6 @@ def images2d(
             name without its suffix) and ``{number}`` (the first number in it): DRIVE's masks are
             ``'{number}_manual1.gif'``. By default a mask has the image's stem and any of
             PNG, TIFF, GIF or BMP.
-        labeled: labeled cases: a count (the first N by default), a list file, or None for all.
-        selection: ``"first"`` N training cases (the literature's) or ``"random"`` (seeded).
-        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
-        patch: training crop.
-        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
-        fg_crop_prob: probability of centring a labeled crop on the foreground.
-        seed: for random choices.
     """
     base = Path(root)
     if not base.is_dir():

@@ -11,6 +11,7 @@ import numpy as np
 from mtssl.data.cases import Case, CaseData, DataError, numeric_array, read_list, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.normalize import normalize_image
+from mtssl.data.options import shared_options
 from mtssl.data.resample import downsample_case
 from mtssl.registry import DATASETS
 
@@ -47,6 +48,7 @@ def read_h5_case(path: Path, how_to_get: str = HOW_TO_GET) -> CaseData:
 
 
 @DATASETS.register("la")
+@shared_options("labeled", "selection", "val", "patch", "augment", "fg_crop_prob", "seed")
 def la(
     root: str = "data/LA",
     labeled: int | str | None = 16,
@@ -63,13 +65,6 @@ def la(
 
     Args:
         root: the folder holding ``train.list``, ``test.list`` and one folder per case.
-        labeled: labeled cases: a count (4, 8, 16 in the literature), a list file, or None for all.
-        selection: ``"first"`` N of ``train.list`` (the literature's) or ``"random"`` (seeded).
-        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
-        patch: training crop, after rot90 and flip as UA-MT and DTC.
-        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
-        fg_crop_prob: probability of centring a labeled crop on the foreground.
-        seed: for random choices.
         downsample: shrink every volume by this integer factor (block means; the majority label),
             for a CPU-scale protocol; test and validation cases are still scored against their native
             labels, the probabilities upsampled first (:mod:`mtssl.data.resample`).

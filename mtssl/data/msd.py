@@ -13,6 +13,7 @@ import numpy as np
 from mtssl.data.cases import Case, CaseData, DataError, read_json, read_list, select_split
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.normalize import normalize_image
+from mtssl.data.options import shared_options
 from mtssl.registry import DATASETS
 
 __all__ = ["msd", "read_nifti", "remap_labels"]
@@ -140,6 +141,7 @@ def _train_and_test(
 
 
 @DATASETS.register("msd")
+@shared_options("labeled", "selection", "val", "patch", "augment", "fg_crop_prob", "seed")
 def msd(
     root: str,
     labeled: int | str | None = None,
@@ -165,13 +167,6 @@ def msd(
 
     Args:
         root: the folder holding ``dataset.json``.
-        labeled: labeled cases: a count (the first N by default), a list file, or None for all.
-        selection: ``"first"`` N training cases (the literature's) or ``"random"`` (seeded).
-        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
-        patch: training crop.
-        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
-        fg_crop_prob: probability of centring a labeled crop on the foreground.
-        seed: for random choices.
         split_file: a JSON split; without it the split is seeded.
         test_fraction: share of the training cases held out for testing when there is no split file.
         normalization: ``"zscore"`` per volume and channel, or ``"ct"``: clip to ``ct_window``, scale to [0, 1].
@@ -214,7 +209,7 @@ def msd(
                 f"{image_path} has {bad} NaN or Inf values of {image.size} in the raw file; clean or re-export it"
             )
         if label_path is None:
-            return CaseData(normalize_image(image, normalization, ct_window), None, spacing)
+            return CaseData(normalize_image(image, normalization, ct_window), label=None, spacing=spacing)
         label, _ = read_nifti(label_path, 1)
         if mapping:
             label = remap_labels(label, mapping)

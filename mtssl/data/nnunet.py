@@ -27,6 +27,7 @@ from mtssl.data.cases import Case, CaseData, DataError, read_json, read_list, se
 from mtssl.data.dataset import SegmentationData
 from mtssl.data.msd import read_nifti
 from mtssl.data.normalize import normalize_image
+from mtssl.data.options import shared_options
 from mtssl.data.resample import downsample_case, resample_case
 from mtssl.registry import DATASETS
 
@@ -172,6 +173,7 @@ class NNUNetFolder:
 
 
 @DATASETS.register("nnunet")
+@shared_options("labeled", "selection", "val", "patch", "augment", "fg_crop_prob", "seed")
 def nnunet(
     root: str,
     labeled: int | str | None = None,
@@ -196,20 +198,15 @@ def nnunet(
     test set is ``imagesTs`` scored against ``labelsTs``; without ``labelsTs`` a seeded
     ``test_fraction`` of the labeled cases is held out instead. A ``file_ending`` of ``.png``,
     ``.tif`` or ``.bmp`` makes it a 2D data set (nnU-Net's natural images: an RGB file is 3 channels).
+    ``labeled`` counts among the cases that have a label file, in sorted case-id order; ``patch``
+    defaults to 96^3 for volumes and 256^2 for 2D images.
 
     Args:
         root: the dataset folder (``Dataset001_Name``).
-        labeled: labeled cases among those with a label file.
-        selection: ``"first"`` N (sorted case ids) or ``"random"`` (seeded).
-        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
         test_fraction: labeled cases held out for testing when the folder has no ``labelsTs``.
         normalization: ``"zscore"`` per volume and channel, or ``"ct"``: clip to ``ct_window``, scale to [0, 1].
         ct_window: the CT window in HU.
-        patch: training crop (default: 96^3 for volumes, 256^2 for 2D images).
-        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
-        fg_crop_prob: probability of centring a labeled crop on the foreground.
         preload: keep all volumes in memory (the default loads each on use).
-        seed: for random choices.
         downsample: shrink every volume by this integer factor (block means; the majority label) for
             a CPU-sized run; test and validation cases are scored against their native labels
             (:mod:`mtssl.data.resample`), as the CPU LA protocol does.

@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from mtssl.data.cases import Case, CaseData, DataError, select_split
 from mtssl.data.dataset import SegmentationData
+from mtssl.data.options import shared_options
 from mtssl.registry import DATASETS
 
 __all__ = ["make_phantom", "phantom"]
@@ -52,6 +53,7 @@ def make_phantom(shape: tuple[int, ...], classes: int, seed: int) -> tuple[np.nd
 
 
 @DATASETS.register("phantom")
+@shared_options("labeled", "selection", "val", "patch", "augment", "fg_crop_prob", "seed")
 def phantom(
     spatial_dims: Literal[2, 3] = 3,
     classes: Literal[1, 3] = 1,
@@ -68,19 +70,14 @@ def phantom(
 ) -> SegmentationData:
     """Synthetic organs; the same seed always gives the same volumes.
 
+    ``patch`` defaults to 48x48x32 in 3D and 64x64 in 2D, and ``seed`` also generates the cases.
+
     Args:
         spatial_dims: 3 (volumes) or 2 (images).
         classes: 1 organ or 3.
         num_train: training cases.
         num_test: test cases.
-        labeled: labeled training cases (the first N by default).
         size: volume size; 64x64x48 in 3D, 96x96 in 2D by default.
-        patch: training crop; 48x48x32 in 3D, 64x64 in 2D by default.
-        selection: ``"first"`` N training cases (the literature's) or ``"random"`` (seeded).
-        val: validation cases held out of the labeled ones: a fraction (seeded) or a list file.
-        augment: the augmentation steps (see :class:`mtssl.data.augment.Augment`).
-        fg_crop_prob: probability of centring a labeled crop on the foreground.
-        seed: generates the cases (and seeds the random choices).
     """
     size = tuple(size or ((64, 64, 48) if spatial_dims == 3 else (96, 96)))
     patch = tuple(patch or ((48, 48, 32) if spatial_dims == 3 else (64, 64)))

@@ -15,12 +15,13 @@ import torch
 
 from mtssl.config import ConfigError, build_dataclass
 from mtssl.data.dataset import SegmentationData
-from mtssl.engine.evaluate import EvalConfig
 from mtssl.engine.optim import LRSchedule, Optimizer
+from mtssl.engine.protocol import EvalConfig
 from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel, backbone_section, build_model
 from mtssl.recipes.base import Recipe
 from mtssl.registry import DATASETS, RECIPES
+from mtssl.tasks.outputs import head_of
 from mtssl.tasks.seg import Segmentation
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The training loop's options (the literature's LA values by default).
 
@@ -89,7 +90,7 @@ class TrainConfig:
             raise ConfigError(f"train.keep_checkpoints must be at least 1 (last.pt), got {self.keep_checkpoints}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """A whole run: ``recipe``, ``model``, ``data`` (registry names plus options), ``train`` and ``eval``.
 
@@ -174,7 +175,10 @@ def build_run_model(
                 f"foreground class(es): remove model.tasks.{head}.num_classes (it follows the data), or set the "
                 "data set's classes"
             )
-    return build_model({"backbone": backbone, "tasks": tasks})
+    try:
+        return build_model({"backbone": backbone, "tasks": tasks})
+    except ImportError as exc:  # an optional dependency of the backbone: the config chose it
+        raise ConfigError(f"model.backbone.name: {exc}") from exc
 
 
 def build_components(cfg: RunConfig) -> tuple[Recipe, SegmentationData, MultiTaskModel]:
@@ -195,7 +199,7 @@ def inference_spec(
             f"recipe.evaluate names the output {recipe.evaluate!r}, which the model does not have; its outputs "
             f"are {', '.join(model.output_names)}"
         )
-    head = model.tasks[recipe.evaluate.split("/")[0]]
+    head = model.tasks[head_of(recipe.evaluate)]
     patch = tuple(config.patch or data.patch)
     known = {"normalization", "ct_window", "downsample", "spacing", "label_values"}
     unknown = sorted(set(data.preprocessing) - known)

@@ -22,12 +22,13 @@ from mtssl.config import apply_overrides, build_dataclass
 from mtssl.engine import distributed
 from mtssl.engine.build import RunConfig, build_components, build_recipe, build_run_model, inference_spec, seed_run
 from mtssl.engine.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
-from mtssl.engine.evaluate import EvalConfig, distance_unit, evaluate_cases, summarize
 from mtssl.engine.progress import case_progress
+from mtssl.engine.protocol import EvalConfig, distance_unit, evaluate_cases, summarize
 from mtssl.engine.records import RunFolderError, RunLock, strict_json
 from mtssl.engine.spec import InferenceSpec
 from mtssl.files import atomic_write, atomic_write_json
 from mtssl.model import MultiTaskModel
+from mtssl.tasks.outputs import head_of
 
 __all__ = [
     "SELECTIONS",
@@ -51,7 +52,7 @@ def window_predictor(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``(n, C, *patch)`` windows to ``output``'s ``(n, K, *patch)`` foreground probabilities (no grad;
     bf16 autocast with ``amp``): the one window prediction of testing and of ``mtssl.load``."""
-    task = model.tasks[output.split("/")[0]]
+    task = model.tasks[head_of(output)]
 
     @torch.no_grad()
     def predict(windows: torch.Tensor) -> torch.Tensor:

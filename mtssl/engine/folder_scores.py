@@ -19,7 +19,7 @@ import torch
 
 from mtssl import metrics
 from mtssl.data.cases import DataError, numeric_array
-from mtssl.engine.evaluate import METRIC_NAMES, distance_unit, summarize
+from mtssl.engine.protocol import METRIC_NAMES, distance_unit, summarize
 
 __all__ = ["class_names_of", "read_label", "score_folders"]
 

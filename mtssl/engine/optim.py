@@ -13,7 +13,7 @@ from mtssl.config import ConfigError
 __all__ = ["LRSchedule", "Optimizer", "build_optimizer"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Optimizer:
     """``sgd`` (the literature's: lr 0.01, momentum 0.9, weight decay 1e-4) or ``adamw``."""
 
@@ -30,7 +30,7 @@ class Optimizer:
             raise ConfigError(f"train.optimizer.weight_decay must not be negative, got {self.weight_decay}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class LRSchedule:
     """``step``: lr * gamma ** (t // step) (the literature's: x0.1 every 2500); ``poly``; ``constant``."""
 

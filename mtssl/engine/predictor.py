@@ -17,8 +17,8 @@ from mtssl.data.cases import DataError, numeric_array
 from mtssl.data.normalize import normalize_image
 from mtssl.data.resample import downsample_image, resampled_shape, resize, to_native
 from mtssl.engine.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
-from mtssl.engine.evaluate import largest_component, probabilities_to_labels
 from mtssl.engine.evaluator import window_predictor
+from mtssl.engine.protocol import largest_component, probabilities_to_labels
 from mtssl.engine.sliding_window import sliding_window
 from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel

@@ -14,7 +14,7 @@ import yaml
 import mtssl
 from mtssl.data.dataset import SegmentationData
 from mtssl.engine.build import TrainConfig, plain
-from mtssl.engine.evaluate import EvalConfig
+from mtssl.engine.protocol import EvalConfig
 from mtssl.files import atomic_write
 
 __all__ = ["git_revision", "write_run_files"]

@@ -33,6 +33,7 @@ from mtssl.engine.records import (
     remove_stale_temp_files,
 )
 from mtssl.engine.trainer import Trainer
+from mtssl.nets.shapes import SizeError
 from mtssl.recipes.base import term_names
 from mtssl.registry import BACKBONES, DATASETS
 
@@ -123,6 +124,10 @@ def first_step(cfg: RunConfig, recipe: Recipe, data: SegmentationData, model: Mu
         batch = next(iter(trainer.loader))
         try:
             losses = trainer.step(batch)
+        except SizeError as exc:  # the crop is the configured patch: name the key and the size to set
+            raise ConfigError(
+                f"data.patch {list(batch['image'].shape[2:])}: {exc}; set data.patch to {list(exc.nearest)}"
+            ) from exc
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             shape = tuple(batch["image"].shape)
             raise ConfigError(

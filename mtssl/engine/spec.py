@@ -11,10 +11,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from mtssl.tasks.outputs import head_of
+
 __all__ = ["InferenceSpec"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class InferenceSpec:
     """How a trained model turns a raw image into probabilities and labels.
 
@@ -67,7 +69,7 @@ class InferenceSpec:
     @property
     def head(self) -> str:
         """The task head of the tested output (``seg`` for ``seg/1``)."""
-        return self.output.split("/")[0]
+        return head_of(self.output)
 
     def channels(self) -> dict[str, Any]:
         """What each channel of a probability map is: softmax maps start with the background; sigmoid

@@ -26,11 +26,11 @@ from mtssl.engine.build import (
 )
 from mtssl.engine.checkpoint import CheckpointFolder, load_checkpoint, load_state_checked, restore_rng, rng_state
 from mtssl.engine.ema import EMATeacher
-from mtssl.engine.evaluate import EvalConfig
 from mtssl.engine.evaluator import Evaluator
 from mtssl.engine.meters import LossMeans, NonFiniteLossError, TensorBoard, check_finite
 from mtssl.engine.optim import build_optimizer
 from mtssl.engine.progress import StopOnSignals, TrainingInterrupted, TrainProgress
+from mtssl.engine.protocol import EvalConfig
 from mtssl.engine.provenance import write_run_files
 from mtssl.engine.records import RunLog, check_foreign, check_resume_config, claim_run
 from mtssl.model import MultiTaskModel

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_image", "check_multiple", "nearest_multiple"]
+__all__ = ["SizeError", "check_image", "check_multiple", "nearest_multiple"]
+
+
+class SizeError(ValueError):
+    """An input whose spatial sizes the network cannot take; ``nearest`` is the closest size it can."""
+
+    def __init__(self, message: str, nearest: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.nearest = nearest
 
 
 def check_image(image: torch.Tensor, spatial_dims: int, in_channels: int) -> None:
@@ -29,7 +37,8 @@ def check_multiple(image: torch.Tensor, factor: int, network: str) -> None:
     sizes = tuple(image.shape[2:])
     if any(s % factor for s in sizes):
         nearest = tuple(nearest_multiple(s, factor) for s in sizes)
-        raise ValueError(
+        raise SizeError(
             f"{network} needs spatial sizes that are multiples of {factor}; got {sizes}. "
-            f"The nearest valid size is {nearest}: crop or pad the input to it"
+            f"The nearest valid size is {nearest}: crop or pad the input to it",
+            nearest,
         )

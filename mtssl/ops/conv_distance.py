@@ -77,11 +77,11 @@ def _log_sums_fft(
 
     With ``complement`` also ``log`` of the sum of ``1 - p``: the window's mass minus the first sum.
     """
-    sums, mass = fft_kernel_sum(p.double(), h, kernel, radius, sp)
+    sums, mass = fft_kernel_sum(p.double(), h, kernel=kernel, radius=radius, spacing=sp)
     floor = FLOOR * mass
     out = (sums.clamp_min(floor).log(),)
     if complement:
-        rest = window_mass(tuple(p.shape[1:]), sp, h, kernel, radius, p.device) - sums
+        rest = window_mass(tuple(p.shape[1:]), spacing=sp, h=h, kernel=kernel, radius=radius, device=p.device) - sums
         out += (rest.clamp_min(floor).log(),)
     return out
 
@@ -95,6 +95,7 @@ def _to_distance(log_sum: torch.Tensor, h: float, kernel: Kernel, cap: float) ->
 def soft_distance(
     logp: torch.Tensor,
     h: float,
+    *,
     kernel: Kernel = "gauss",
     radius: float | None = None,
     spacing: Sequence[float] | float | None = None,
@@ -148,7 +149,7 @@ def soft_distance(
         if method == "fft":
             (log_sum,) = _log_sums_fft(a.exp(), h, kernel, radius, sp, complement=False)
         else:
-            log_sum = log_sums_direct(a, h, kernel, radius, sp, cap)
+            log_sum = log_sums_direct(a, h, kernel=kernel, radius=radius, sp=sp, cap=cap)
         dist = _to_distance(log_sum, h, kernel, cap).to(a.dtype)
     return dist.reshape(b, c, *shape)
 
@@ -199,6 +200,7 @@ def normalize_signed(x: torch.Tensor) -> torch.Tensor:
 def soft_signed_distance(
     logits: torch.Tensor,
     h: float,
+    *,
     kernel: Kernel = "gauss",
     radius: float | None = None,
     spacing: Sequence[float] | float | None = None,
@@ -249,7 +251,7 @@ def soft_signed_distance(
             sum_fg, sum_bg = _log_sums_fft(log_fg.double().exp().flatten(0, 1), h, kernel, radius, sp, complement=True)
         else:
             both = torch.cat([log_fg, log_bg]).flatten(0, 1)
-            sum_fg, sum_bg = log_sums_direct(both, h, kernel, radius, sp, cap).chunk(2)
+            sum_fg, sum_bg = log_sums_direct(both, h, kernel=kernel, radius=radius, sp=sp, cap=cap).chunk(2)
         if kernel == "exp":
             sdf = (h * (sum_bg - sum_fg)).clamp(-cap, cap)
         else:

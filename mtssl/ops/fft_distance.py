@@ -85,9 +85,10 @@ def _spectrum(
 def fft_kernel_sum(
     p: torch.Tensor,
     h: float,
+    *,
     kernel: str,
-    radius: float | None,
     spacing: tuple[float, ...],
+    radius: float | None = None,
 ) -> tuple[torch.Tensor, float]:
     """``S = K * p`` over ``p``'s spatial dims, nothing outside the array, and the kernel's total mass.
 
@@ -143,6 +144,7 @@ class _Convolve(torch.autograd.Function):
 @functools.lru_cache(maxsize=8)
 def window_mass(
     shape: tuple[int, ...],
+    *,
     spacing: tuple[float, ...],
     h: float,
     kernel: str,
@@ -155,4 +157,4 @@ def window_mass(
     signed distance needs one FFT convolution, not two; both sums carry the same absolute round-off.
     """
     ones = torch.ones((1, *shape), dtype=torch.float64, device=device)
-    return fft_kernel_sum(ones, h, kernel, radius, tuple(spacing))[0][0]
+    return fft_kernel_sum(ones, h, kernel=kernel, radius=radius, spacing=tuple(spacing))[0][0]

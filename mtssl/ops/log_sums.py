@@ -125,7 +125,13 @@ def _ball(radius: float, spacing: tuple[float, ...], shape: Sequence[int]) -> li
 
 
 def log_sums_direct(
-    a: torch.Tensor, h: float, kernel: Literal["exp", "gauss"], radius: float | None, sp: tuple[float, ...], cap: float
+    a: torch.Tensor,
+    h: float,
+    *,
+    kernel: Literal["exp", "gauss"],
+    radius: float | None,
+    sp: tuple[float, ...],
+    cap: float,
 ) -> torch.Tensor:
     """``log S = log sum_y K(x - y) exp(a(y))`` of ``(N, *S)`` log-masses, walked offset by offset in the log domain."""
     shape, nd = a.shape[1:], a.ndim - 1

@@ -44,6 +44,7 @@ def _dense_target(target: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 def dice_loss(
     prob: torch.Tensor,
     target: torch.Tensor,
+    *,
     weight: torch.Tensor | None = None,
     include_background: bool = False,
     smooth: float = 1e-5,
@@ -92,6 +93,7 @@ def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None, eps: float
 def mse_loss(
     input: torch.Tensor,
     target: torch.Tensor,
+    *,
     weight: torch.Tensor | None = None,
     eps: float = 1e-16,
 ) -> torch.Tensor:
@@ -119,6 +121,7 @@ def mse_loss(
 def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
+    *,
     weight: torch.Tensor | None = None,
     eps: float = 1e-16,
 ) -> torch.Tensor:
@@ -147,6 +150,7 @@ def cross_entropy(
 def binary_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
+    *,
     weight: torch.Tensor | None = None,
     eps: float = 1e-16,
 ) -> torch.Tensor:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from mtssl.tasks.outputs import flat, head_of
 from mtssl.terms.context import StepContext
 from mtssl.terms.schedules import Schedule, build_schedule
 
@@ -52,10 +53,10 @@ class Term:
             return named
         base = getattr(self.fn, "__name__", None) or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self.fn).__name__).lower()
         output = getattr(self.fn, "output", None)
-        return f"{base}_{output.replace('/', '')}" if isinstance(output, str) else base
+        return f"{base}_{flat(output)}" if isinstance(output, str) else base
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Teacher:
     """An EMA copy of the model: decay, with warm-up ``min(1 - 1/(t + 1), decay)``, and its mode."""
 
@@ -87,10 +88,10 @@ def check_terms(tasks: Mapping[str, Mapping[str, Any]], terms: Sequence[Term], t
     task_names = {head: str(options.get("task", head)) for head, options in tasks.items()}
     for name, term in zip(term_names(terms), terms):
         reads = getattr(term.fn, "reads", None)
-        missing = [out for out in reads or () if out.split("/")[0] not in tasks]
+        missing = [out for out in reads or () if head_of(out) not in tasks]
         if missing:
             raise ConfigError(
-                f"the term {name} reads the output {missing[0]!r}, but no head {missing[0].split('/')[0]!r} "
+                f"the term {name} reads the output {missing[0]!r}, but no head {head_of(missing[0])!r} "
                 f"exists; the recipe's heads (recipe.tasks) are {', '.join(tasks)}"
             )
         if getattr(term.fn, "needs_teacher", False) and teacher is None:
@@ -103,7 +104,7 @@ def check_terms(tasks: Mapping[str, Mapping[str, Any]], terms: Sequence[Term], t
             check(task_names)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Recipe:
     """A model spec plus weighted loss terms.
 

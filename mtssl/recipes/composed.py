@@ -26,6 +26,7 @@ from typing import Any
 from mtssl.config import ConfigError, build_dataclass
 from mtssl.recipes.base import Recipe, Teacher, Term, check_terms
 from mtssl.registry import RECIPES, TERMS, RegistryError
+from mtssl.tasks.outputs import head_of
 from mtssl.terms.schedules import build_schedule
 
 __all__ = ["composed"]
@@ -50,6 +51,7 @@ def _term(spec: Mapping[str, Any], where: str, heads: Mapping[str, Any]) -> Term
 
 @RECIPES.register("composed")
 def composed(
+    *,
     tasks: dict[str, dict[str, Any]],
     terms: tuple[dict[str, Any], ...],
     teacher: dict[str, Any] | None = None,
@@ -64,7 +66,7 @@ def composed(
     if not terms:
         raise ConfigError("recipe.terms needs at least one term, e.g. [{term: supervised, output: seg}]")
     built = tuple(_term(spec, f"recipe.terms[{i}]", tasks) for i, spec in enumerate(terms))
-    if evaluate.split("/")[0] not in tasks:
+    if head_of(evaluate) not in tasks:
         raise ConfigError(f"recipe.evaluate: no head {evaluate!r}; the recipe's heads are {', '.join(tasks)}")
     return Recipe(
         tasks=tasks,

@@ -39,6 +39,7 @@ __all__ = ["dbisl"]
 
 @RECIPES.register("dbisl")
 def dbisl(
+    *,
     supervised: bool = True,
     transformed_supervision: bool = True,
     consistency: bool | Literal["both", "sdf->seg", "seg->sdf", "none"] = "sdf->seg",
@@ -101,7 +102,16 @@ def dbisl(
     if pseudo:
         terms.append(
             Term.of(
-                FusedPseudoLabel("seg", "sdf", pseudo_k, fusion, hard, confidence, uncertainty, pseudo_source),
+                FusedPseudoLabel(
+                    seg="seg",
+                    sdf="sdf",
+                    k=pseudo_k,
+                    fusion=fusion,
+                    hard=hard,
+                    confidence=confidence,
+                    uncertainty=uncertainty,
+                    votes=pseudo_source,
+                ),
                 ramp(pseudo_weight, ramp_divisor, ramp_until),
             )
         )
@@ -110,5 +120,5 @@ def dbisl(
     return Recipe(
         tasks={"seg": {"task": "seg"}, "sdf": {"task": "sdf", "k": k, "h": h, "kernel": kernel, "radius": radius}},
         terms=tuple(terms),
-        teacher=Teacher(ema_decay, "train") if pseudo and pseudo_source == "teacher" else None,
+        teacher=Teacher(decay=ema_decay, mode="train") if pseudo and pseudo_source == "teacher" else None,
     )

@@ -13,6 +13,7 @@ from typing import Literal
 
 from mtssl.recipes.base import Recipe, Teacher, Term, ramp
 from mtssl.registry import RECIPES
+from mtssl.tasks.outputs import output_name
 from mtssl.terms.consistency import CrossTask, MeanTeacher, MultiDecoder, UncertaintyMeanTeacher
 from mtssl.terms.supervised import Supervised
 
@@ -20,7 +21,7 @@ __all__ = ["dtc", "mcnet", "mean_teacher", "supervised", "ua_mt"]
 
 
 @RECIPES.register("supervised")
-def supervised(dice: float = 1.0, ce: float = 1.0, softmax: bool = False, ema_teacher: bool = False) -> Recipe:
+def supervised(*, dice: float = 1.0, ce: float = 1.0, softmax: bool = False, ema_teacher: bool = False) -> Recipe:
     """Dice + CE of the seg head on the labeled samples only.
 
     Args:
@@ -32,14 +33,14 @@ def supervised(dice: float = 1.0, ce: float = 1.0, softmax: bool = False, ema_te
     """
     return Recipe(
         tasks={"seg": {"task": "seg", "softmax": softmax}},
-        terms=(Term.of(Supervised("seg", dice, ce)),),
+        terms=(Term.of(Supervised("seg", dice=dice, ce=ce)),),
         teacher=Teacher() if ema_teacher else None,
     )
 
 
 @RECIPES.register("mean_teacher")
 def mean_teacher(
-    consistency: float = 0.1, ema_decay: float = 0.99, ramp_until: float = 1.0, ramp_divisor: int | None = None
+    *, consistency: float = 0.1, ema_decay: float = 0.99, ramp_until: float = 1.0, ramp_divisor: int | None = None
 ) -> Recipe:
     """Mean teacher (UA-MT's code): 0.5 (CE + Dice) on labeled samples + ramped MSE to an EMA teacher.
 
@@ -52,39 +53,43 @@ def mean_teacher(
             Term.of(Supervised("seg", dice=0.5, ce=0.5)),
             Term.of(MeanTeacher("seg"), ramp(consistency, ramp_divisor, ramp_until)),
         ),
-        teacher=Teacher(ema_decay, "train"),
+        teacher=Teacher(decay=ema_decay, mode="train"),
     )
 
 
 @RECIPES.register("ua_mt")
 def ua_mt(
+    *,
     consistency: float = 0.1,
     ema_decay: float = 0.99,
     passes: int = 8,
     max_iterations: int = 6000,
     ramp_until: float = 1.0,
     ramp_divisor: int | None = None,
+    uncertainty: str = "entropy_below",
 ) -> Recipe:
     """UA-MT: the mean teacher with consistency masked by the teacher's uncertainty over noisy passes.
 
     The consistency weight is full at ``40 * ramp_divisor`` iterations, the uncertainty threshold at
-    ``max_iterations`` (both 6000, the LA schedule).
+    ``max_iterations`` (both 6000, the LA schedule). ``uncertainty`` names the weighting of the passes
+    (``mtssl list uncertainty``): UA-MT's ``entropy_below`` mask, or any registered one.
     """
     return Recipe(
         tasks={"seg": {"task": "seg", "softmax": True}},
         terms=(
             Term.of(Supervised("seg", dice=0.5, ce=0.5)),
             Term.of(
-                UncertaintyMeanTeacher("seg", passes, max_iterations=max_iterations),
+                UncertaintyMeanTeacher("seg", passes=passes, max_iterations=max_iterations, uncertainty=uncertainty),
                 ramp(consistency, ramp_divisor, ramp_until),
             ),
         ),
-        teacher=Teacher(ema_decay, "train"),
+        teacher=Teacher(decay=ema_decay, mode="train"),
     )
 
 
 @RECIPES.register("dtc")
 def dtc(
+    *,
     consistency: float = 1.0,
     sdf_weight: float = 0.3,
     k: float = 1500.0,
@@ -107,6 +112,7 @@ def dtc(
 
 @RECIPES.register("mcnet")
 def mcnet(
+    *,
     decoders: Literal[2, 3] = 2,
     consistency: float = 1.0,
     temperature: float = 0.1,
@@ -119,12 +125,15 @@ def mcnet(
     consistency weight is full at ``40 * ramp_divisor`` iterations (6000, the LA schedule).
     """
     up = ("transpose", "linear", "nearest")[:decoders]
-    outputs = ["seg"] + [f"seg/{i}" for i in range(1, decoders)]
+    outputs = [output_name("seg", i) for i in range(decoders)]
     return Recipe(
         tasks={"seg": {"task": "seg", "softmax": True}},
         terms=(
             *(Term.of(Supervised(o, dice=0.5, ce=0.0)) for o in outputs),
-            Term.of(MultiDecoder("seg", decoders, temperature), ramp(consistency, ramp_divisor, ramp_until)),
+            Term.of(
+                MultiDecoder("seg", decoders=decoders, temperature=temperature),
+                ramp(consistency, ramp_divisor, ramp_until),
+            ),
         ),
         backbone={"name": "mcnet", "up_sampling": list(up)},
     )

@@ -26,11 +26,11 @@ def class_masks(label: torch.Tensor, num_classes: int) -> torch.Tensor:
     return label.unsqueeze(1).long() == classes
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Task:
     """Base of every task. Its dataclass fields are the task's options (``num_classes`` foreground classes).
 
-    Subclasses set ``activation`` (the head's output activation) and implement :meth:`target`,
+    Subclasses set ``output_layer`` (the head's last layer: a module type) and implement :meth:`target`,
     :meth:`to_seg` and :meth:`from_seg`; :meth:`loss` (the supervised loss) and :meth:`score` (how a
     map transformed into this task's representation is scored) default to the MSE. Every map is
     ``(B, K, *S)``, one channel per foreground class, except the seg task's head, which adds a
@@ -38,7 +38,7 @@ class Task:
     options (``k``, ``h``, ...) are set once, on the task, and reach every term.
 
     The representation contract: a head outputs either its task's representation itself (the sdf and
-    dist heads, whose ``activation`` is applied in the head) or raw logits (the seg and edge heads,
+    dist heads, whose ``output_layer`` is a tanh or sigmoid) or raw logits (the seg and edge heads,
     trained with losses on logits). :meth:`represent` turns a head's output into the representation:
     the space of :meth:`target`, of :meth:`from_seg`'s output and of :meth:`score`'s input. Cross-task
     terms compare representations only, never a logit with a probability.
@@ -48,7 +48,7 @@ class Task:
     #: The head convolution's kernel: 1 (the V-Net literature's), or 3 (SSL4MIS's 2D U-Net's output conv).
     head_kernel: int = 1
 
-    activation: ClassVar[type[nn.Module]] = nn.Identity
+    output_layer: ClassVar[type[nn.Module]] = nn.Identity
     #: Whether :meth:`to_seg` exists (the edge task has no transform to segmentation).
     has_to_seg: ClassVar[bool] = True
 
@@ -64,11 +64,11 @@ class Task:
         return self.num_classes
 
     def head(self, in_channels: int, spatial_dims: int) -> nn.Module:
-        """A ``head_kernel`` convolution (1x1 by default) to :attr:`out_channels`, then the task's activation."""
+        """A ``head_kernel`` convolution (1x1 by default) to :attr:`out_channels`, then :attr:`output_layer`."""
         conv = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(
             in_channels, self.out_channels, kernel_size=self.head_kernel, padding=self.head_kernel // 2
         )
-        return nn.Sequential(conv, self.activation())
+        return nn.Sequential(conv, self.output_layer())
 
     def target(self, label: torch.Tensor) -> torch.Tensor:
         """The exact target ``(B, K, *S)`` float32 of a ``(B, *S)`` label map, on its device."""

@@ -18,7 +18,7 @@ __all__ = ["InsideDistance"]
 
 
 @TASKS.register("dist")
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class InsideDistance(Task):
     """Inside distance in [0, 1] (sigmoid head), 0 outside, one channel per foreground class.
 
@@ -31,7 +31,7 @@ class InsideDistance(Task):
     kernel: Literal["exp", "gauss"] = "gauss"
     radius: float | None = None
 
-    activation: ClassVar[type[nn.Module]] = nn.Sigmoid
+    output_layer: ClassVar[type[nn.Module]] = nn.Sigmoid
 
     def target(self, label: torch.Tensor) -> torch.Tensor:
         masks = class_masks(label, self.num_classes)

@@ -19,7 +19,7 @@ __all__ = ["Edge"]
 
 
 @TASKS.register("edge")
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Edge(Task):
     """Boundary logits, one channel per foreground class.
 

@@ -19,7 +19,7 @@ __all__ = ["SignedDistance", "patch_h"]
 
 
 @TASKS.register("sdf")
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SignedDistance(Task):
     """Signed distance in [-1, 1] (tanh head), one channel per foreground class, negative inside.
 
@@ -35,7 +35,7 @@ class SignedDistance(Task):
     kernel: Literal["exp", "gauss"] = "exp"
     radius: float | None = None
 
-    activation: ClassVar[type[nn.Module]] = nn.Tanh
+    output_layer: ClassVar[type[nn.Module]] = nn.Tanh
 
     def target(self, label: torch.Tensor) -> torch.Tensor:
         masks = class_masks(label, self.num_classes)
@@ -49,7 +49,9 @@ class SignedDistance(Task):
         patch = tuple(seg_logits.shape[2:])
         warn_if_saturated(self.radius, patch)
         h = self.h if self.h is not None else patch_h(patch)
-        return soft_signed_distance(seg_logits, h, self.kernel, self.radius, normalize=True, activation=activation)
+        return soft_signed_distance(
+            seg_logits, h, kernel=self.kernel, radius=self.radius, normalize=True, activation=activation
+        )
 
 
 def patch_h(patch: tuple[int, ...]) -> float:

@@ -16,7 +16,7 @@ __all__ = ["Segmentation"]
 
 
 @TASKS.register("seg")
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Segmentation(Task):
     """Segmentation logits: K sigmoid channels, or K + 1 softmax channels (channel 0 = background).
 

@@ -1,24 +1,25 @@
-"""Cross-task transforms, registered by name.
+"""The cross-task transforms' functions. A task is their one home: its ``to_seg`` and ``from_seg`` call them
+with the task's options (``k``, ``h``, ``kernel``, ``radius``), and terms reach them only through the tasks
+(:meth:`~mtssl.terms.context.StepContext.mapped`), so an option is set once, on the task.
 
-| name | from | to | formula |
-| --- | --- | --- | --- |
-| ``sdf->seg`` | signed distance (negative inside) | foreground probability | ``sigmoid(-k * sdf)`` (DTC) |
-| ``dist->seg`` | inside distance (0 outside) | foreground probability | ``2 * sigmoid(k * d) - 1`` |
-| ``seg->sdf`` | segmentation logits | signed distance | :func:`mtssl.ops.soft_signed_distance` |
-| ``seg->dist`` | segmentation logits | inside distance in [0, 1] | soft distance to the background, normalised |
-| ``seg->edge`` | segmentation logits | boundary map | :func:`mtssl.ops.soft_boundary` of the probability |
+| transform | the task's method | formula |
+| --- | --- | --- |
+| ``sdf->seg`` | ``sdf`` task's ``to_seg`` | ``sigmoid(-k * sdf)`` (DTC), sdf negative inside |
+| ``dist->seg`` | ``dist`` task's ``to_seg`` | ``2 * sigmoid(k * d) - 1``, d the inside distance (0 outside) |
+| ``seg->sdf`` | ``sdf`` task's ``from_seg`` | the normalised :func:`mtssl.ops.soft_signed_distance` of the logits |
+| ``seg->dist`` | ``dist`` task's ``from_seg`` | :func:`seg_to_dist`: soft distance to the background / its maximum |
+| ``seg->edge`` | ``edge`` task's ``from_seg`` | :func:`seg_to_edge`: gradient magnitude of the probability |
 
-All work in 2D and 3D and per channel (one channel per foreground class), in float32 under
-autocast. Each module is a one-line ``forward`` over its function.
+All work in 2D and 3D and per channel (one channel per foreground class), in float32 under autocast.
+Between two tasks that are not segmentations there is no transform: a term goes through a seg head
+(``sdf -> seg``, then ``seg -> dist``), as the terms' checks say.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Literal
 
 import torch
-from torch import nn
 
 from mtssl.ops.boundary import soft_boundary
 from mtssl.ops.checks import as_float
@@ -28,17 +29,10 @@ from mtssl.ops.conv_distance import (
     foreground_log_probs,
     normalize_max,
     soft_distance,
-    soft_signed_distance,
 )
-from mtssl.registry import TRANSFORMS
 
 __all__ = [
-    "DistToSeg",
     "SaturationWarning",
-    "SdfToSeg",
-    "SegToDist",
-    "SegToEdge",
-    "SegToSdf",
     "dist_to_seg",
     "sdf_to_seg",
     "seg_to_dist",
@@ -72,7 +66,7 @@ def seg_to_dist(
     """
     with torch.autocast(device_type=logits.device.type, enabled=False):
         _, log_not_fg = foreground_log_probs(as_float(logits), activation)
-        return normalize_max(soft_distance(log_not_fg, h, kernel, radius))
+        return normalize_max(soft_distance(log_not_fg, h, kernel=kernel, radius=radius))
 
 
 def seg_to_edge(logits: torch.Tensor, activation: Activation = "auto") -> torch.Tensor:
@@ -96,78 +90,3 @@ def warn_if_saturated(radius: float | None, patch: tuple[int, ...]) -> None:
             SaturationWarning,
             stacklevel=1,  # this line: shown once per process, not once per calling module
         )
-
-
-@TRANSFORMS.register("sdf->seg")
-class SdfToSeg(nn.Module):
-    """Foreground probability from a signed distance (negative inside): ``sigmoid(-k * sdf)`` (DTC)."""
-
-    def __init__(self, k: float = 1500.0) -> None:
-        super().__init__()
-        self.k = k
-
-    def forward(self, sdf: torch.Tensor) -> torch.Tensor:
-        return sdf_to_seg(sdf, self.k)
-
-
-@TRANSFORMS.register("dist->seg")
-class DistToSeg(nn.Module):
-    """Foreground probability from an inside distance map: ``2 * sigmoid(k * d) - 1``."""
-
-    def __init__(self, k: float = 1500.0) -> None:
-        super().__init__()
-        self.k = k
-
-    def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        return dist_to_seg(dist, self.k)
-
-
-@TRANSFORMS.register("seg->sdf")
-class SegToSdf(nn.Module):
-    """Differentiable signed distance from segmentation logits (:func:`mtssl.ops.soft_signed_distance`)."""
-
-    def __init__(
-        self,
-        h: float = 4.0,
-        kernel: Literal["exp", "gauss"] = "exp",
-        radius: float | None = None,
-        normalize: bool = True,
-        activation: Literal["auto", "sigmoid", "softmax"] = "auto",
-    ) -> None:
-        super().__init__()
-        self.h, self.kernel, self.radius, self.normalize, self.activation = h, kernel, radius, normalize, activation
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.normalize:
-            warn_if_saturated(self.radius, tuple(logits.shape[2:]))
-        return soft_signed_distance(logits, self.h, self.kernel, self.radius, None, self.normalize, self.activation)
-
-
-@TRANSFORMS.register("seg->dist")
-class SegToDist(nn.Module):
-    """Differentiable inside distance in [0, 1] from segmentation logits (:func:`seg_to_dist`)."""
-
-    def __init__(
-        self,
-        h: float = 0.5,
-        kernel: Literal["exp", "gauss"] = "gauss",
-        radius: float | None = None,
-        activation: Literal["auto", "sigmoid", "softmax"] = "auto",
-    ) -> None:
-        super().__init__()
-        self.h, self.kernel, self.radius, self.activation = h, kernel, radius, activation
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return seg_to_dist(logits, self.h, self.kernel, self.radius, self.activation)
-
-
-@TRANSFORMS.register("seg->edge")
-class SegToEdge(nn.Module):
-    """Differentiable boundary map from segmentation logits (:func:`seg_to_edge`)."""
-
-    def __init__(self, activation: Literal["auto", "sigmoid", "softmax"] = "auto") -> None:
-        super().__init__()
-        self.activation = activation
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return seg_to_edge(logits, self.activation)

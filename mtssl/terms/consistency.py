@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
 
 from mtssl.ops.checks import as_float
 from mtssl.registry import TERMS, UNCERTAINTIES
+from mtssl.tasks.outputs import flat, output_name
 from mtssl.tasks.seg import Segmentation
-from mtssl.terms.context import StepContext
+from mtssl.terms.context import StepContext, check_transform
 from mtssl.terms.schedules import sigmoid_rampup
 
 __all__ = ["CrossTask", "MeanTeacher", "MultiDecoder", "UncertaintyMeanTeacher", "sharpen", "sigmoid_rampup"]
@@ -19,7 +21,7 @@ Samples = Literal["all", "unlabeled"]
 
 def _named(base: str, output: str) -> str:
     """A term's one name (its loss and its ``weight/`` key): ``base``, with the output unless it is ``seg``."""
-    return base if output == "seg" else f"{base}_{output.replace('/', '')}"
+    return base if output == "seg" else f"{base}_{flat(output)}"
 
 
 def _samples(ctx: StepContext, x: torch.Tensor, which: Samples) -> torch.Tensor:
@@ -55,6 +57,7 @@ class CrossTask:
         self,
         source: str = "sdf",
         target: str = "seg",
+        *,
         samples: Samples = "all",
         detach_target: bool = False,
         detach_source: bool = False,
@@ -63,23 +66,22 @@ class CrossTask:
             raise ValueError("cross_task with both detach_source and detach_target teaches nothing: drop one")
         self.source, self.target, self.samples = source, target, samples
         self.detach_target, self.detach_source = detach_target, detach_source
-        self.name = f"consistency_{source.replace('/', '')}_{target.replace('/', '')}"
+        self.name = f"consistency_{flat(source)}_{flat(target)}"
         self.reads = (source, target)
+
+    def check(self, task_names: Mapping[str, str]) -> None:
+        """A transform must join the two heads' tasks (:func:`~mtssl.terms.context.check_transform`)."""
+        check_transform(self.name, self.source, self.target, task_names)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         mapped = _samples(ctx, ctx.mapped(self.source, self.target), self.samples)
-        target_out = _samples(ctx, ctx.outputs[self.target], self.samples)
-        target = ctx.task_of(self.target).represent(target_out)  # a probability, never a logit (Task's contract)
+        # the target head's output in its task's representation: a probability, never a logit (Task's contract)
+        other = ctx.task_of(self.target).represent(_samples(ctx, ctx.outputs[self.target], self.samples))
         if self.detach_target:
-            target = target.detach()
+            other = other.detach()
         if self.detach_source:
             mapped = mapped.detach()
-        return {self.name: (as_float(mapped) - target).square().mean()}
-
-
-def _teacher_input(ctx: StepContext, std: float, clip: float) -> torch.Tensor:
-    unlabeled = ctx.unlabeled.image
-    return unlabeled + torch.clamp(torch.randn_like(unlabeled) * std, -clip, clip)
+        return {self.name: (as_float(mapped) - other).square().mean()}
 
 
 @TERMS.register("mean_teacher")
@@ -92,16 +94,14 @@ class MeanTeacher:
 
     needs_teacher = True
 
-    def __init__(self, output: str = "seg", noise_std: float = 0.1, noise_clip: float = 0.2) -> None:
+    def __init__(self, output: str = "seg", *, noise_std: float = 0.1, noise_clip: float = 0.2) -> None:
         self.output, self.noise_std, self.noise_clip = output, noise_std, noise_clip
         self.reads = (output,)
         self.name = _named("consistency_teacher", output)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        if ctx.teacher is None:
-            raise ValueError("the mean_teacher term needs a recipe with an EMA teacher")
         task = ctx.task_of(self.output)
-        teacher = probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+        teacher = probabilities(task, ctx.teacher_outputs(self.noise_std, self.noise_clip)[self.output])
         student = probabilities(task, ctx.unlabeled.outputs[self.output])
         return {self.name: (student - teacher).square().mean()}
 
@@ -110,8 +110,8 @@ class MeanTeacher:
 class UncertaintyMeanTeacher:
     """UA-MT: mean-teacher consistency weighted by the teacher's certainty.
 
-    The votes are ``passes`` noisy teacher passes (``source: teacher``, UA-MT's), or MC-dropout passes
-    of the student without noise (``source: student``: the student in train mode, no gradient). The
+    The votes are ``passes`` noisy teacher passes (``votes: teacher``, UA-MT's), or MC-dropout passes
+    of the student without noise (``votes: student``: the student in train mode, no gradient). The
     weighting is a registered uncertainty by name (:mod:`mtssl.terms.uncertainty`); UA-MT's own,
     ``entropy_below``, keeps voxels whose mean's entropy is below
     ``(0.75 + 0.25 * sigmoid_rampup(t, max_iterations)) * ln 2``. The loss is
@@ -123,14 +123,15 @@ class UncertaintyMeanTeacher:
     def __init__(
         self,
         output: str = "seg",
+        *,
         passes: int = 8,
         noise_std: float = 0.1,
         noise_clip: float = 0.2,
         max_iterations: int = 6000,
-        source: Literal["teacher", "student"] = "teacher",
+        votes: Literal["teacher", "student"] = "teacher",
         uncertainty: str = "entropy_below",
     ) -> None:
-        self.output, self.passes, self.max_iterations, self.source = output, passes, max_iterations, source
+        self.output, self.passes, self.max_iterations, self.votes = output, passes, max_iterations, votes
         self.noise_std, self.noise_clip, self.uncertainty = noise_std, noise_clip, uncertainty
         self.name = _named("consistency_uncertain", output)
         ramped = "max_iterations" in UNCERTAINTIES.get(uncertainty).defaults()  # UA-MT's ramp length
@@ -138,10 +139,8 @@ class UncertaintyMeanTeacher:
         self.reads = (output,)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        if ctx.teacher is None:
-            raise ValueError("the ua_mt term needs a recipe with an EMA teacher")
         task = ctx.task_of(self.output)
-        teacher = probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+        teacher = probabilities(task, ctx.teacher_outputs(self.noise_std, self.noise_clip)[self.output])
         votes = [self._pass(ctx, task) for _ in range(self.passes)]
         mean = torch.zeros_like(teacher)
         for vote in votes:  # summed in order, as UA-MT's code
@@ -156,10 +155,10 @@ class UncertaintyMeanTeacher:
         return {self.name: loss}
 
     def _pass(self, ctx: StepContext, task: Segmentation) -> torch.Tensor:
-        if self.source == "teacher":
-            return probabilities(task, ctx.teacher(_teacher_input(ctx, self.noise_std, self.noise_clip))[self.output])
+        if self.votes == "teacher":
+            return probabilities(task, ctx.teacher_pass(self.noise_std, self.noise_clip)[self.output])
         if ctx.model is None:
-            raise ValueError("MC-dropout uncertainty (source: student) needs the student's forward in the context")
+            raise ValueError("MC-dropout uncertainty (votes: student) needs the student's forward in the context")
         with torch.no_grad():
             return probabilities(task, ctx.model(ctx.unlabeled.image)[self.output])
 
@@ -168,8 +167,8 @@ class UncertaintyMeanTeacher:
 class MultiDecoder:
     """MC-Net's mutual consistency: ``sum_{i != j} MSE(p_i, sharpen(p_j))`` over all samples and decoders."""
 
-    def __init__(self, output: str = "seg", decoders: int = 2, temperature: float = 0.1) -> None:
-        self.names = [output] + [f"{output}/{i}" for i in range(1, decoders)]
+    def __init__(self, output: str = "seg", *, decoders: int = 2, temperature: float = 0.1) -> None:
+        self.names = [output_name(output, i) for i in range(decoders)]
         self.temperature = temperature
         self.reads = tuple(self.names)
         self.name = _named("consistency_decoders", output)

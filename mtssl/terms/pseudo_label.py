@@ -11,8 +11,8 @@ Fusion and uncertainty (the paper leaves both unpublished; these are mtssl's doc
 - its weight is an uncertainty weighting of the two votes, by name (:mod:`mtssl.terms.uncertainty`):
   ``1 - |p_seg - p_sdf|`` (``uncertainty: disagreement``), ``1 - H(fused) / ln 2`` (``entropy``), 1
   (``none``), or any other registered one;
-- the two probabilities come from the student's own outputs (``source: student``) or from an EMA
-  teacher's forward of the unlabeled images (``source: teacher``; the recipe needs a teacher).
+- the two probabilities come from the student's own outputs (``votes: student``) or from an EMA
+  teacher's forward of the unlabeled images (``votes: teacher``; the recipe needs a teacher).
 
 The pseudo-label and the weights are detached: they teach, they are not taught.
 """
@@ -35,12 +35,13 @@ __all__ = ["FusedPseudoLabel", "fuse"]
 
 
 Fusion = Literal["mean", "geometric", "seg", "sdf"]
-Source = Literal["student", "teacher"]
+Voters = Literal["student", "teacher"]
 
 
 def fuse(
     p_seg: torch.Tensor,
     p_sdf: torch.Tensor,
+    *,
     fusion: Fusion = "mean",
     uncertainty: str | Callable[..., torch.Tensor] = "disagreement",
     iteration: int = 0,
@@ -67,6 +68,7 @@ class FusedPseudoLabel:
 
     def __init__(
         self,
+        *,
         seg: str = "seg",
         sdf: str = "sdf",
         k: float = 50.0,
@@ -74,20 +76,16 @@ class FusedPseudoLabel:
         hard: bool = True,
         confidence: float = 0.0,
         uncertainty: str = "disagreement",
-        source: Source = "student",
+        votes: Voters = "student",
     ) -> None:
         self.seg, self.sdf, self.k, self.fusion, self.hard = seg, sdf, k, fusion, hard
-        self.confidence, self.uncertainty, self.source = confidence, uncertainty, source
+        self.confidence, self.uncertainty, self.votes = confidence, uncertainty, votes
         self.weighting = UNCERTAINTIES.create(uncertainty)  # an unknown name lists the registered ones
-        self.reads, self.needs_teacher = (seg, sdf), source == "teacher"
+        self.reads, self.needs_teacher = (seg, sdf), votes == "teacher"
         self.name = "pseudo"  # its losses: pseudo_seg, pseudo_sdf
 
     def _voters(self, ctx: StepContext) -> Mapping[str, torch.Tensor]:
-        if self.source == "student":
-            return ctx.unlabeled.outputs
-        if ctx.teacher is None:
-            raise ValueError("fused_pseudo_label with source 'teacher' needs a recipe with an EMA teacher")
-        return ctx.teacher(ctx.unlabeled.image)
+        return ctx.unlabeled.outputs if self.votes == "student" else ctx.teacher_outputs()
 
     @torch.no_grad()
     def label(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,7 +94,9 @@ class FusedPseudoLabel:
         voters = self._voters(ctx)
         seg_prob = ctx.task_of(self.seg).to_seg(voters[self.seg])
         sdf_prob = sdf_to_seg(as_float(voters[self.sdf]), self.k)
-        fused, weight = fuse(seg_prob, sdf_prob, self.fusion, self.weighting, ctx.iteration)
+        fused, weight = fuse(
+            seg_prob, sdf_prob, fusion=self.fusion, uncertainty=self.weighting, iteration=ctx.iteration
+        )
         weight = weight * ((2 * fused - 1).abs() >= self.confidence)
         hard = fused > 0.5
         return (hard.float() if self.hard else fused), hard, weight.mean(1)  # the weight is shared by the classes

@@ -32,7 +32,7 @@ def sigmoid_rampup(current: float, length: float) -> float:
     return math.exp(-5.0 * phase * phase)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Schedule:
     """A weight as a function of the iteration (see the module doc)."""
 
@@ -84,7 +84,7 @@ def build_schedule(spec: float | Mapping[str, Any] | Schedule, where: str = "wei
         return spec
     try:
         if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-            return Schedule("constant", float(spec))
+            return Schedule(schedule="constant", c=float(spec))
         if isinstance(spec, Mapping):
             return build_dataclass(Schedule, spec, where)
     except ConfigError as exc:

@@ -10,7 +10,8 @@ import torch
 from mtssl.config import ConfigError
 from mtssl.ops.checks import as_float
 from mtssl.registry import TERMS
-from mtssl.terms.context import StepContext
+from mtssl.tasks.outputs import flat, head_of
+from mtssl.terms.context import StepContext, check_transform
 
 __all__ = ["Supervised", "TransformedSupervised"]
 
@@ -30,15 +31,15 @@ class Supervised:
 
     labeled_only = True  # reads no unlabeled sample (Recipe.uses_unlabeled)
 
-    def __init__(self, output: str = "seg", dice: float | None = None, ce: float | None = None) -> None:
+    def __init__(self, output: str = "seg", *, dice: float | None = None, ce: float | None = None) -> None:
         self.output, self.dice, self.ce = output, dice, ce
         self.reads = (output,)
-        self.name = output.replace("/", "")  # its losses: <name>_dice, <name>_ce, <name>_mse, ...
+        self.name = flat(output)  # its losses: <name>_dice, <name>_ce, <name>_mse, ...
 
     def check(self, task_names: Mapping[str, str]) -> None:
         """``dice`` and ``ce`` weigh a segmentation head's two losses; on any other head they would be
         ignored, so setting them there is an error (scale the term with its ``weight`` instead)."""
-        task = task_names.get(self.output.split("/")[0])
+        task = task_names.get(head_of(self.output))
         if task is not None and task != "seg" and (self.dice is not None or self.ce is not None):
             raise ConfigError(
                 f"the supervised term on {self.output!r} sets dice/ce, but {self.output!r} is a {task!r} head, "
@@ -67,8 +68,12 @@ class TransformedSupervised:
 
     def __init__(self, source: str = "sdf", target: str = "seg") -> None:
         self.source, self.target = source, target
-        self.name = f"transformed_{source.replace('/', '')}_to_{target.replace('/', '')}"
+        self.name = f"transformed_{flat(source)}_to_{flat(target)}"
         self.reads = (source, target)
+
+    def check(self, task_names: Mapping[str, str]) -> None:
+        """A transform must join the two heads' tasks (:func:`~mtssl.terms.context.check_transform`)."""
+        check_transform(self.name, self.source, self.target, task_names)
 
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         mapped = as_float(ctx.split(ctx.mapped(self.source, self.target))[0])

@@ -16,9 +16,9 @@ from mtssl.data.acdc import acdc, slices_of_patients
 from mtssl.data.augment import Augment
 from mtssl.data.cases import DataError
 from mtssl.data.resample import zoom_nearest
-from mtssl.engine.evaluate import EvalConfig, evaluate_cases
+from mtssl.engine.protocol import EvalConfig, evaluate_cases
 from mtssl.engine.sliding_window import slice_by_slice
-from mtssl.registry import TASKS, TRANSFORMS
+from mtssl.registry import TASKS
 
 # SSL4MIS's patients_to_slices for ACDC (train_*_2D.py; "140" there for all 70 patients, "1": 32 in its forks)
 PATIENTS_TO_SLICES = {1: 32, 3: 68, 7: 136, 14: 256, 21: 396, 28: 512, 35: 664, 70: 1312}
@@ -147,7 +147,8 @@ def test_multiclass_sdf_targets_and_transforms_per_class(acdc_root, data):
     # each class's channel is transformed on its own (sigmoid heads, as DBiSL's and DTC's): the 3-channel
     # map equals three 1-channel ones, in both directions
     logits = torch.randn(1, 3, 64, 48, dtype=torch.float64)
-    for transform in (TRANSFORMS.create("sdf->seg"), TRANSFORMS.create("seg->sdf", h=2.0, activation="sigmoid")):
+    sdf = TASKS.create("sdf", h=2.0)
+    for transform in (sdf.to_seg, lambda x: sdf.from_seg(x, "sigmoid")):
         whole = transform(logits)
         torch.testing.assert_close(whole, torch.cat([transform(logits[:, c : c + 1]) for c in range(3)], 1))
 

@@ -18,7 +18,7 @@ from mtssl.data.resample import (
     upsample_probabilities,
     zoom_nearest,
 )
-from mtssl.engine.evaluate import EvalConfig, evaluate_cases
+from mtssl.engine.protocol import EvalConfig, evaluate_cases
 from mtssl.registry import DATASETS
 
 

@@ -17,7 +17,7 @@ def test_sigmoid_rampup_is_the_literature_formula():
 
 def test_linear_and_constant():
     assert build_schedule(0.3)(12345) == 0.3
-    lin = Schedule("linear", c=1.0, length=100, start=0.5)
+    lin = Schedule(schedule="linear", c=1.0, length=100, start=0.5)
     assert lin(0) == 0.5 and lin(50) == pytest.approx(0.75) and lin(500) == 1.0
 
 

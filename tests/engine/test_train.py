@@ -71,7 +71,14 @@ def test_targets_are_float32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = trainer.model(batch["image"])
         assert outputs["seg"].dtype == torch.bfloat16
-        ctx = StepContext(batch["image"], batch["label"], outputs, trainer.model.tasks, 0, n_labeled=2)
+        ctx = StepContext(
+            image=batch["image"],
+            label=batch["label"],
+            outputs=outputs,
+            tasks=trainer.model.tasks,
+            iteration=0,
+            n_labeled=2,
+        )
         assert ctx.target("seg").dtype == torch.float32
         sdf_target = trainer.model.tasks["seg"].target(batch["label"])
     assert sdf_target.dtype == torch.float32

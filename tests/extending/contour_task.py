@@ -23,7 +23,7 @@ from mtssl.tasks.base import SegActivation, Task, class_masks
 class Contour(Task):
     """Inner-boundary regression in [0, 1] (sigmoid head), one channel per foreground class."""
 
-    activation: ClassVar[type[nn.Module]] = nn.Sigmoid
+    output_layer: ClassVar[type[nn.Module]] = nn.Sigmoid
     has_to_seg: ClassVar[bool] = False
 
     def target(self, label: torch.Tensor) -> torch.Tensor:

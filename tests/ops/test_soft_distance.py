@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mtssl.ops import edt, soft_distance, soft_signed_distance
-from mtssl.registry import TRANSFORMS
+from mtssl.registry import TASKS
 
 HS = (1.0, 0.5, 0.2, 0.1)
 
@@ -29,7 +29,7 @@ def disk2d() -> torch.Tensor:
 
 def max_error(mask: torch.Tensor, h: float, kernel: str, radius: float | None) -> float:
     exact = edt(mask[None], dtype=torch.float64)[0]
-    soft = soft_distance(mask.double().log()[None, None], h, kernel, radius)[0, 0]
+    soft = soft_distance(mask.double().log()[None, None], h, kernel=kernel, radius=radius)[0, 0]
     within = exact <= (radius if radius is not None else math.inf)
     return (soft - exact)[within].abs().max().item()
 
@@ -43,7 +43,7 @@ class TestSoftDistance:
     @pytest.mark.parametrize(("kernel", "radius"), [("gauss", None), ("gauss", 2.0), ("exp", 2.5)])
     def test_shape_and_dtype(self, shape, kernel, radius, dtype):
         logp = F.logsigmoid(torch.randn(shape, dtype=dtype))
-        out = soft_distance(logp, 0.5, kernel, radius)
+        out = soft_distance(logp, 0.5, kernel=kernel, radius=radius)
         assert out.shape == shape and out.dtype == dtype
 
     @pytest.mark.parametrize(
@@ -65,14 +65,14 @@ class TestSoftDistance:
         mask = box3d()
         spacing = (0.8, 1.5, 1.2)
         exact = edt(mask[None], spacing, dtype=torch.float64)[0]
-        soft = soft_distance(mask.double().log()[None, None], 0.05, "gauss", spacing=spacing)[0, 0]
+        soft = soft_distance(mask.double().log()[None, None], 0.05, kernel="gauss", spacing=spacing)[0, 0]
         assert (soft - exact).abs().max() <= 0.1
 
     @pytest.mark.parametrize(("kernel", "radius"), [("gauss", None), ("gauss", 3.0), ("exp", 3.0)])
     def test_finite_without_mass(self, kernel, radius):
         logp = torch.full((2, 1, 6, 5, 4), -math.inf)
         logp[1] = 0.0  # all mass
-        out = soft_distance(logp, 0.2, kernel, radius)
+        out = soft_distance(logp, 0.2, kernel=kernel, radius=radius)
         assert torch.isfinite(out).all()
         cap = radius if radius is not None else math.sqrt(6**2 + 5**2 + 4**2)
         torch.testing.assert_close(out[0], torch.full_like(out[0], cap))
@@ -82,17 +82,19 @@ class TestSoftDistance:
     @pytest.mark.parametrize("shape", [(1, 1, 5, 6), (1, 2, 4, 5, 3)], ids=["2d", "3d"])
     def test_gradcheck(self, kernel, radius, shape):
         x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda v: soft_distance(F.logsigmoid(v), 0.7, kernel, radius), (x,))
+        assert torch.autograd.gradcheck(
+            lambda v: soft_distance(F.logsigmoid(v), 0.7, kernel=kernel, radius=radius), (x,)
+        )
 
     @pytest.mark.parametrize(("kernel", "radius"), [("gauss", None), ("gauss", 2.0), ("exp", 2.0)])
     def test_chunked_equals_unchunked(self, monkeypatch, kernel, radius):
         import mtssl.ops.lines as lines
 
         x = torch.randn(1, 2, 6, 5, 4, dtype=torch.float64, requires_grad=True)
-        ref = soft_distance(F.logsigmoid(x), 0.5, kernel, radius)
+        ref = soft_distance(F.logsigmoid(x), 0.5, kernel=kernel, radius=radius)
         (grad_ref,) = torch.autograd.grad(ref.square().sum(), x)
         monkeypatch.setattr(lines, "CHUNK_ELEMENTS", 100)
-        out = soft_distance(F.logsigmoid(x), 0.5, kernel, radius)
+        out = soft_distance(F.logsigmoid(x), 0.5, kernel=kernel, radius=radius)
         (grad,) = torch.autograd.grad(out.square().sum(), x)
         torch.testing.assert_close(out, ref)
         torch.testing.assert_close(grad, grad_ref)
@@ -127,7 +129,7 @@ class TestSoftSignedDistance:
     def test_binary_sign_and_limit(self):
         mask = box3d()
         logits = torch.where(mask, 1e4, -1e4).double()[None, None]  # saturated: no mass left
-        out = soft_signed_distance(logits, 0.05, "gauss")[0, 0]
+        out = soft_signed_distance(logits, 0.05, kernel="gauss")[0, 0]
         exact = edt(mask[None], dtype=torch.float64)[0] - edt(~mask[None], dtype=torch.float64)[0]
         assert (out - exact).abs().max() <= 0.1
         assert (out[mask] < 0).all() and (out[~mask] > 0).all()
@@ -139,7 +141,7 @@ class TestSoftSignedDistance:
         torch.testing.assert_close(soft_signed_distance(two, 0.4), soft_signed_distance(x, 0.4))
 
     def test_multiclass_shape(self):
-        out = soft_signed_distance(torch.randn(2, 4, 9, 8), 0.5, "exp", 2.0)
+        out = soft_signed_distance(torch.randn(2, 4, 9, 8), 0.5, kernel="exp", radius=2.0)
         assert out.shape == (2, 3, 9, 8)
 
     def test_normalize(self):
@@ -151,9 +153,11 @@ class TestSoftSignedDistance:
 
     def test_gradcheck(self):
         x = torch.randn(1, 3, 4, 5, 3, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda v: soft_signed_distance(v, 0.5, "exp", 2.0, normalize=True), (x,))
+        assert torch.autograd.gradcheck(
+            lambda v: soft_signed_distance(v, 0.5, kernel="exp", radius=2.0, normalize=True), (x,)
+        )
 
-    def test_module_equals_function(self):
+    def test_the_sdf_task_calls_the_function_with_its_options(self):
         x = torch.randn(2, 1, 8, 7, 6)
-        module = TRANSFORMS.create("seg->sdf", h=0.3, kernel="exp", radius=3.0, normalize=False)
-        torch.testing.assert_close(module(x), soft_signed_distance(x, 0.3, "exp", 3.0))
+        task = TASKS.create("sdf", h=0.3, kernel="exp", radius=None)
+        torch.testing.assert_close(task.from_seg(x), soft_signed_distance(x, 0.3, kernel="exp", normalize=True))

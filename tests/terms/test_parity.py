@@ -50,7 +50,13 @@ def leaf(channels, seed):
 
 def ours(recipe, outputs, image, label, iteration, tasks, seed=7):
     ctx = StepContext(
-        image, label, outputs, tasks, iteration, n_labeled=N_LAB, teacher=lambda x: {"seg": teacher_logits(x)}
+        image=image,
+        label=label,
+        outputs=outputs,
+        tasks=tasks,
+        iteration=iteration,
+        n_labeled=N_LAB,
+        teacher=lambda x: {"seg": teacher_logits(x)},
     )
     torch.manual_seed(seed)
     total = 0

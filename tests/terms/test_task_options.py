@@ -22,14 +22,16 @@ def test_model_tasks_sdf_k_reaches_every_dbisl_term():
     label[:, 4:12, 4:12, 4:12] = 1
     outputs = model(image)
     teacher = torch.no_grad()(model.eval())  # DBiSL's pseudo-label comes from a teacher: here the model itself
-    ctx = StepContext(image, label, outputs, model.tasks, 6000, n_labeled=1, teacher=teacher)
+    ctx = StepContext(
+        image=image, label=label, outputs=outputs, tasks=model.tasks, iteration=6000, n_labeled=1, teacher=teacher
+    )
     values = {}
     for term in recipe.terms:
         values.update(term.fn(ctx))
 
     seg, sdf = outputs["seg"].float(), outputs["sdf"].float()
     to_seg = torch.sigmoid(-7.0 * sdf)  # the task's k, not DBiSL's default 1500
-    to_sdf = soft_signed_distance(seg, 1.5, "exp", None, normalize=True, activation="sigmoid")
+    to_sdf = soft_signed_distance(seg, 1.5, kernel="exp", normalize=True, activation="sigmoid")
     seg_target, sdf_target = ctx.target("seg"), ctx.target("sdf")
     expected = {
         "consistency_sdf_seg": (to_seg - torch.sigmoid(seg)).square().mean(),
@@ -43,7 +45,9 @@ def test_model_tasks_sdf_k_reaches_every_dbisl_term():
     default = {**tiny_config(), "recipe": {"name": "dbisl"}}
     _, _, plain_model = build_components(build_dataclass(RunConfig, default))
     assert plain_model.tasks["sdf"].k == 1500.0
-    plain_ctx = StepContext(image, label, outputs, plain_model.tasks, 6000, n_labeled=1)
+    plain_ctx = StepContext(
+        image=image, label=label, outputs=outputs, tasks=plain_model.tasks, iteration=6000, n_labeled=1
+    )
     assert plain_ctx.mapped("sdf", "seg").sub(to_seg).abs().max() > 1e-3
 
 
@@ -52,6 +56,13 @@ def test_a_transform_between_two_regression_heads_is_refused():
 
     tasks = {"sdf": TASKS.create("sdf"), "dist": TASKS.create("dist")}
     outputs = {"sdf": torch.zeros(1, 1, 4, 4), "dist": torch.zeros(1, 1, 4, 4)}
-    ctx = StepContext(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), outputs, tasks, 0, n_labeled=0)
+    ctx = StepContext(
+        image=torch.zeros(1, 1, 4, 4),
+        label=torch.zeros(1, 4, 4, dtype=torch.long),
+        outputs=outputs,
+        tasks=tasks,
+        iteration=0,
+        n_labeled=0,
+    )
     with pytest.raises(ValueError, match="one of the two must be a segmentation head"):
         ctx.mapped("sdf", "dist")

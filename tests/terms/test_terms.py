@@ -23,7 +23,15 @@ def ctx(outputs, tasks, n_labeled=0, teacher=None, iteration=6000, label=None, i
     b, spatial = first.shape[0], first.shape[2:]
     image = torch.zeros(b, 1, *spatial) if image is None else image
     label = torch.zeros(b, *spatial, dtype=torch.long) if label is None else label
-    return StepContext(image, label, outputs, tasks, iteration, n_labeled=n_labeled, teacher=teacher)
+    return StepContext(
+        image=image,
+        label=label,
+        outputs=outputs,
+        tasks=tasks,
+        iteration=iteration,
+        n_labeled=n_labeled,
+        teacher=teacher,
+    )
 
 
 def test_cross_task_known_values():
@@ -47,7 +55,7 @@ def test_mean_teacher_known_value():
         ctx({"seg": student}, {"seg": SOFTMAX}, n_labeled=1, teacher=teacher, image=torch.zeros(2, 1, 4, 4))
     )
     assert value["consistency_teacher"] == pytest.approx(0.0625)  # (0.5 - 0.75)^2 on both channels
-    with pytest.raises(ValueError, match="needs a recipe with an EMA teacher"):
+    with pytest.raises(ValueError, match="reads an EMA teacher, and the recipe has none"):
         TERMS.create("mean_teacher")(ctx({"seg": student}, {"seg": SOFTMAX}))
 
 
@@ -79,13 +87,13 @@ def test_fusion_and_uncertainty_weights_follow_the_formula():
     # Left: the tasks agree (0.9, 0.9); right: they disagree (0.9, 0.1).
     p_seg = torch.tensor([[0.9, 0.9]])
     p_sdf = torch.tensor([[0.9, 0.1]])
-    fused, weight = fuse(p_seg, p_sdf, "mean", "disagreement")
+    fused, weight = fuse(p_seg, p_sdf, fusion="mean", uncertainty="disagreement")
     torch.testing.assert_close(fused, torch.tensor([[0.9, 0.5]]))
     torch.testing.assert_close(weight, torch.tensor([[1.0, 0.2]]))
-    _, entropy = fuse(p_seg, p_sdf, "mean", "entropy")
+    _, entropy = fuse(p_seg, p_sdf, fusion="mean", uncertainty="entropy")
     h = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) / math.log(2)
     torch.testing.assert_close(entropy, torch.tensor([[1 - h, 0.0]]), atol=1e-6, rtol=0)
-    geometric, ones = fuse(p_seg, p_sdf, "geometric", "none")
+    geometric, ones = fuse(p_seg, p_sdf, fusion="geometric", uncertainty="none")
     torch.testing.assert_close(geometric, torch.tensor([[0.9, 0.3]]))
     assert torch.all(ones == 1)
 
@@ -165,11 +173,11 @@ def test_mc_dropout_uncertainty_from_the_student():
     other = tiny_model(tasks)
     context = ctx(outputs, tasks, n_labeled=0, image=image, teacher=lambda x: other(x))
     context.model = model
-    loss = TERMS.create("ua_mt", passes=2, source="student")(context)["consistency_uncertain"]
+    loss = TERMS.create("ua_mt", passes=2, votes="student")(context)["consistency_uncertain"]
     assert torch.isfinite(loss)
     context.model = None
     with pytest.raises(ValueError, match="needs the student's forward"):
-        TERMS.create("ua_mt", passes=2, source="student")(context)
+        TERMS.create("ua_mt", passes=2, votes="student")(context)
 
 
 def test_the_seg_head_votes_on_the_fused_pseudo_label():
@@ -199,18 +207,18 @@ def test_the_teacher_source_fuses_the_teachers_outputs_not_the_students():
         return teacher_out
 
     tasks = {"seg": SEG, "sdf": SDF}
-    from_teacher = TERMS.create("fused_pseudo_label", source="teacher")
+    from_teacher = TERMS.create("fused_pseudo_label", votes="teacher")
     pseudo, _, weight = from_teacher.label(ctx(student, tasks, n_labeled=1, teacher=teacher))
     assert seen == [1]  # the teacher sees the unlabeled sample only
     assert pseudo.min() == 1 and weight.min() > 0.99
-    own, _, _ = TERMS.create("fused_pseudo_label", source="student").label(
+    own, _, _ = TERMS.create("fused_pseudo_label", votes="student").label(
         ctx(student, tasks, n_labeled=1, teacher=teacher)
     )
     assert own.max() == 0
-    with pytest.raises(ValueError, match="needs a recipe with an EMA teacher"):
+    with pytest.raises(ValueError, match="reads an EMA teacher, and the recipe has none"):
         from_teacher(ctx(student, tasks, n_labeled=1))
     with pytest.raises(ValueError, match="'ema' is not one of 'student', 'teacher'"):
-        TERMS.create("fused_pseudo_label", source="ema")
+        TERMS.create("fused_pseudo_label", votes="ema")
 
     from mtssl.registry import RECIPES
 
@@ -273,7 +281,7 @@ def test_the_pseudo_label_dice_counts_every_foreground_class():
     tasks = {"seg": TASKS.create("seg", num_classes=2), "sdf": TASKS.create("sdf", num_classes=2)}
     g = torch.Generator().manual_seed(5)
     outputs = {"seg": torch.randn(2, 2, 12, 12, generator=g), "sdf": torch.tanh(torch.randn(2, 2, 12, 12, generator=g))}
-    term = TERMS.create("fused_pseudo_label", uncertainty="none", source="student")
+    term = TERMS.create("fused_pseudo_label", uncertainty="none", votes="student")
     step = ctx(outputs, tasks)
     pseudo, _, weight = term.label(step)
     assert torch.all(weight == 1)

@@ -20,7 +20,7 @@ __all__ = ["EvalConfig", "evaluate_cases", "largest_component", "probabilities_t
 METRIC_NAMES = ("dice", "jaccard", "hd95", "asd")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     """How a model is tested.
 
