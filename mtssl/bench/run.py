@@ -18,7 +18,7 @@ import resource
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -32,6 +32,9 @@ from mtssl.engine.records import config_changes, holds_run
 from mtssl.engine.run import plan_run, train_run
 from mtssl.files import atomic_write, atomic_write_json
 from mtssl.registry import RegistryError
+
+if TYPE_CHECKING:
+    from mtssl.bench.slurm import SlurmOptions
 
 __all__ = ["GridError", "cell_finished", "changed_cells", "grid_status", "report_grid", "run_cell", "run_grid"]
 
@@ -126,12 +129,11 @@ def _submit(
     overrides: Sequence[str],
     only: str | None,
     stale: Mapping[str, Any],
-    slurm: Mapping[str, Any] | None,
+    options: SlurmOptions,
 ) -> list[str]:
     """Submit ``todo``, less the cells already waiting or running in the queue, as one SLURM job array."""
-    from mtssl.bench.slurm import SlurmOptions, in_queue, submit_cells
+    from mtssl.bench.slurm import in_queue, submit_cells
 
-    options = SlurmOptions.build(grid.slurm, slurm)
     queued = in_queue(out, todo)
     todo = [c for c in todo if c.id not in queued]
     if queued:
@@ -281,10 +283,11 @@ def run_grid(
         )
     todo = [c for c in cells if c.id in stale or not cell_finished(out / "runs" / c.id)]
     _check_configs(cells)
+    options = None
     if launcher == "slurm":  # the resources too, before anything is submitted (and in a dry run)
         from mtssl.bench.slurm import SlurmOptions
 
-        SlurmOptions.build(grid.slurm, slurm)
+        options = SlurmOptions.build(grid.slurm, slurm)
     if dry_run:
         for cell in cells:
             state = "changed" if cell.id in stale else "run " if cell in todo else "done"
@@ -292,8 +295,8 @@ def run_grid(
         if stale:
             log.warning("changed since they ran (--rerun-changed reruns them):\n%s", _describe_changes(stale))
         return [c.id for c in todo]
-    if launcher == "slurm":
-        return _submit(grid, todo, cells, grid_path, out, published, overrides, only, stale, slurm)
+    if options is not None:
+        return _submit(grid, todo, cells, grid_path, out, published, overrides, only, stale, options)
     _set_aside(out, list(stale))
     if workers > 1 and len(todo) > 1:
         failed = _run_parallel(todo, out, min(workers, len(todo)))

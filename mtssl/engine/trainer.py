@@ -127,9 +127,33 @@ class Trainer:
     ckpt_dir = property(lambda self: self.checkpoints.folder, doc="The run's ``checkpoints/`` folder.")
 
     @property
-    def term_names(self) -> list[str]:
-        """The recipe's term names (``weight/<name>`` in the log), from the recipe as it is now."""
-        return term_names(self.recipe.terms)
+    def recipe(self) -> Recipe:
+        """The loss terms and their schedules. Setting another recipe renames the terms and checks its
+        loss names again at the next step."""
+        return self._recipe
+
+    @recipe.setter
+    def recipe(self, recipe: Recipe) -> None:
+        self._recipe = recipe
+        self.term_names = term_names(recipe.terms)  # weight/<name> in the log
+        self._losses_checked = False
+
+    def _check_losses(self, term_name: str, term: Any, names: Any, given_by: dict[str, str]) -> None:
+        """A term's loss names, on the first step: none taken by another term (the log would keep one of
+        the two and hide the other), each named after the term (so the log joins weight/<name> to it)."""
+        own = getattr(term, "name", None)
+        for name in names:
+            if name in given_by:
+                raise ConfigError(
+                    f"the terms {given_by[name]} and {term_name} both return a loss named {name!r}: "
+                    "two terms computing the same loss on the same heads; drop one (a term's weight scales it)"
+                )
+            if isinstance(own, str) and name != own and not name.startswith(own + "_"):
+                raise ConfigError(
+                    f"the term {term_name} returned a loss named {name!r}: a term's losses are named "
+                    f"{own!r} or {own!r}_<part>, so that the log joins weight/{own} to them"
+                )
+            given_by[name] = term_name
 
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs (every rank's RNG state: call it on every rank under DDP)."""
@@ -204,22 +228,13 @@ class Trainer:
             given_by: dict[str, str] = {}
             for term_name, term in zip(self.term_names, self.recipe.terms):
                 weight = term.weight(self.iteration)
-                for name, value in term.fn(ctx).items():
-                    if name in given_by:  # the log would keep one of the two and hide the other
-                        raise ConfigError(
-                            f"the terms {given_by[name]} and {term_name} both return a loss named {name!r}: "
-                            "two terms computing the same loss on the same heads; drop one (a term's weight "
-                            "scales it)"
-                        )
-                    own = getattr(term.fn, "name", None)
-                    if isinstance(own, str) and name != own and not name.startswith(own + "_"):
-                        raise ConfigError(
-                            f"the term {term_name} returned a loss named {name!r}: a term's losses are named "
-                            f"{own!r} or {own!r}_<part>, so that the log joins weight/{own} to them"
-                        )
-                    given_by[name] = term_name
+                losses = term.fn(ctx)
+                if not self._losses_checked:
+                    self._check_losses(term_name, term.fn, losses, given_by)
+                for name, value in losses.items():
                     parts[name] = value.detach().float()
                     total = total + weight * value.float()
+            self._losses_checked = True
         self.optimizer.zero_grad(set_to_none=True)
         # A host sync per step, by choice; the ranks skip together so DDP's all-reduce stays paired.
         if tc.nan_policy == "skip" and self.dist.any(not bool(torch.isfinite(total))):

@@ -141,10 +141,15 @@ class UncertaintyMeanTeacher:
     def __call__(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         task = ctx.task_of(self.output)
         teacher = probabilities(task, ctx.teacher_outputs(self.noise_std, self.noise_clip)[self.output])
-        votes = [self._pass(ctx, task) for _ in range(self.passes)]
-        mean = torch.zeros_like(teacher)
-        for vote in votes:  # summed in order, as UA-MT's code
+        # Each pass is summed as it comes (in order, as UA-MT's code); the passes themselves are kept only
+        # for a weighting that reads them (disagreement), not for one of their mean (entropy_below: UA-MT's).
+        keep = getattr(self.weighting, "reads_votes", True)
+        votes, mean = [], torch.zeros_like(teacher)
+        for _ in range(self.passes):
+            vote = self._pass(ctx, task)
             mean += vote
+            if keep:
+                votes.append(vote)
         mean /= self.passes
         weight = self.weighting(votes, mean, ctx.iteration, task.softmax)
         student = probabilities(task, ctx.unlabeled.outputs[self.output])

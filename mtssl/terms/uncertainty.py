@@ -12,9 +12,11 @@ UA-MT's are Monte-Carlo passes of the teacher. A weighting is registered in
 - ``softmax``: whether the channels are a softmax's (background included, summing to 1) rather than
   independent foreground probabilities;
 
-and returns the weight, in [0, 1], broadcastable to ``(B, C, *S)``. The recipes take a weighting by
-name (``recipe.uncertainty: entropy`` for DBiSL, ``uncertainty`` on the ``ua_mt`` term), so a new
-weighting is one registered class in one file.
+and returns the weight, in [0, 1], broadcastable to ``(B, C, *S)``. A weighting of ``fused`` alone sets
+``reads_votes = False``, so that UA-MT need not keep its Monte-Carlo passes in memory (it then passes
+none). The recipes take a weighting by name (``recipe.uncertainty: entropy`` for DBiSL,
+``recipe.uncertainty`` or the ``ua_mt`` term's ``uncertainty`` for UA-MT), so a new weighting is one
+registered class in one file.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Disagreement:
 class Entropy:
     """``1 - H(fused) / ln 2``, each channel's binary entropy of the fused probability (1 where it is sure)."""
 
+    reads_votes = False  # a weighting of the fused probability alone
+
     def __call__(
         self, votes: Sequence[torch.Tensor], fused: torch.Tensor, iteration: int, softmax: bool = False
     ) -> torch.Tensor:
@@ -57,6 +61,8 @@ class Entropy:
 @UNCERTAINTIES.register("none")
 class NoWeight:
     """Every voxel counts fully (weight 1)."""
+
+    reads_votes = False  # a weighting of the fused probability alone
 
     def __call__(
         self, votes: Sequence[torch.Tensor], fused: torch.Tensor, iteration: int, softmax: bool = False
@@ -73,6 +79,8 @@ class EntropyBelow:
     channels both outcomes of each (UA-MT's code, with its ``1e-6`` inside the log). The mask is
     ``(B, 1, *S)``: a voxel counts for every class or for none.
     """
+
+    reads_votes = False  # a weighting of the fused probability alone
 
     def __init__(self, max_iterations: int = 6000) -> None:
         self.max_iterations = max_iterations
