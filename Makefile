@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: supervised and DBiSL on the built-in 3D phantom, side by side (a few minutes on a CPU;
-## DEMO_ARGS=--quick for a 10-iteration smoke test)
+## demo: supervised and DBiSL on the built-in varied 2D phantom, 3 seeds, paired (about 2 minutes on a CPU;
+## DEMO_ARGS=--quick for a 20-step one-seed smoke test)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out runs/demo $(DEMO_ARGS)
 

@@ -37,3 +37,43 @@ def test_sizes_and_batches():
     assert data2d.store[data2d.split.labeled[0]].image.shape == (1, 96, 96)
     with pytest.raises(ValueError, match="must have 2 values"):
         DATASETS.create("phantom", spatial_dims=2, size=(32, 32, 32))
+
+
+def test_the_varied_appearance_draws_each_cases_bias_contrast_and_noise():
+    """Each varied case draws t in [0, 1], and its bias field, contrast and noise grow with t as documented;
+    each of the three acts on the image as its name says (one case, the same random draws, one knob moved)."""
+    from scipy import ndimage
+
+    from mtssl.data.phantom import varied_appearance
+
+    draws = [varied_appearance(i) for i in range(40)]
+    t = np.array([d["bias"] / 0.5 for d in draws])
+    assert t.min() < 0.1 and t.max() > 0.9  # the range is covered
+    for d, ti in zip(draws, t):
+        assert d["noise"] == pytest.approx(0.04 + 0.11 * ti) and d["contrast"] == pytest.approx(0.25 + 0.35 * ti)
+
+    def case(bias=0.0, noise=0.01, contrast=0.5):
+        return make_phantom((64, 64), 1, seed=3, appearance={"bias": bias, "noise": noise, "contrast": contrast})[0]
+
+    label = make_phantom((64, 64), 1, seed=3, appearance=draws[0])[1]  # the draws move the image, not the organ
+    inside, outside = label == 1, label == 0
+
+    def gap(image):  # the organ's contrast, in the z-scored image
+        return image[0][inside].mean() - image[0][outside].mean()
+
+    def drift(image):  # the background's slow intensity change (the bias field's scale), over the gap
+        return ndimage.gaussian_filter(image[0], 6.0)[outside].std() / gap(image)
+
+    def grain(image):  # the fast one (the noise's), over the gap
+        return (image[0] - ndimage.gaussian_filter(image[0], 1.0))[outside].std() / gap(image)
+
+    assert drift(case(bias=0.5)) > 2 * drift(case(bias=0.0))
+    assert grain(case(noise=0.15)) > 3 * grain(case(noise=0.01))
+    assert grain(case(noise=0.1, contrast=0.25)) > 2 * grain(case(noise=0.1, contrast=0.6))
+    data = DATASETS.create("phantom", spatial_dims=2, appearance="varied", size=(64, 64), patch=(48, 48), num_test=2)
+    image, label = make_phantom((64, 64), 1, seed=5, appearance=varied_appearance(5))
+    assert np.array_equal(data.store["phantom005"].image, image) and np.array_equal(
+        data.store["phantom005"].label, label
+    )
+    with pytest.raises(ValueError, match="the varied phantom has one organ: classes 1"):
+        make_phantom((32, 32), 3, seed=0, appearance=draws[0])
