@@ -15,6 +15,7 @@ Wilcoxon over the cases), as ``mtssl bench`` does; the per-seed differences stan
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -27,6 +28,11 @@ from mtssl.engine.run import train_run
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 RECIPES = ("supervised", "dbisl")
+
+
+def _spread(values: list[float]) -> float:
+    """The standard deviation over the seeds (0 for one seed)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def case_dice(summary: dict) -> dict[str, float]:
@@ -72,12 +78,12 @@ def main() -> None:
     for seed, diff in result.per_seed.items():
         mean = {r: sum(scores[r][seed].values()) / len(scores[r][seed]) for r in RECIPES}
         table.add_row(str(seed), f"{mean['supervised']:.2f}", f"{mean['dbisl']:.2f}", f"{diff:+.2f}")
-    spread = {r: _std([sum(scores[r][s].values()) / len(scores[r][s]) for s in result.seeds]) for r in RECIPES}
+    spread = {r: _spread([sum(scores[r][s].values()) / len(scores[r][s]) for s in result.seeds]) for r in RECIPES}
     table.add_row(
         "mean ± std",
         f"{result.mean_b:.2f} ± {spread['supervised']:.2f}",
         f"{result.mean_a:.2f} ± {spread['dbisl']:.2f}",
-        f"{result.difference:+.2f} ± {_std(list(result.per_seed.values())):.2f}",
+        f"{result.difference:+.2f} ± {_spread(list(result.per_seed.values())):.2f}",
     )
     console = Console()
     console.print(table)
@@ -97,11 +103,6 @@ def main() -> None:
         f"make demo: {time.perf_counter() - began:.0f} s wall in all (supervised {seconds['supervised']:.0f} s, "
         f"DBiSL {seconds['dbisl']:.0f} s)"
     )
-
-
-def _std(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
 
 
 if __name__ == "__main__":

@@ -41,12 +41,11 @@ def varied_appearance(index: int) -> dict[str, float]:
     return {"bias": 0.5 * t, "noise": 0.04 + 0.11 * t, "contrast": 0.25 + 0.35 * t}
 
 
-def _varied_organ(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """The ``varied`` appearance's organ: smaller and further off-centre than the ``fixed`` one's."""
+def _blob(rng: np.random.Generator, shape: tuple[int, ...], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """An ellipsoid at ``centre`` with ``radii`` (in [-1, 1] coordinates), its surface wobbled by a smooth field."""
     grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
-    centre, radii = rng.uniform(-0.25, 0.25, len(shape)), rng.uniform(0.25, 0.5, len(shape))
     r = sum(((x - m) / a) ** 2 for x, m, a in zip(grid, centre, radii))
-    return (r + 0.25 * _smooth_field(rng, shape, max(shape) / 8) < 1).astype(np.uint8)
+    return r + 0.25 * _smooth_field(rng, shape, sigma=max(shape) / 8) < 1
 
 
 def make_phantom(
@@ -60,11 +59,12 @@ def make_phantom(
         if classes != 1:
             raise DataError("the varied phantom has one organ: classes 1")
         rng = np.random.default_rng(seed)
-        label = _varied_organ(rng, shape)
+        # the varied organ: smaller and further off-centre than the fixed one
+        centre, radii = rng.uniform(-0.25, 0.25, len(shape)), rng.uniform(0.25, 0.5, len(shape))
+        label = _blob(rng, shape, centre, radii).astype(np.uint8)
         intensity = np.where(label > 0, _INTENSITY[0] + appearance["contrast"], _INTENSITY[0]).astype(np.float32)
         return _image(rng, shape, label, intensity, appearance["bias"], appearance["noise"])
     rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
     label = np.zeros(shape, np.uint8)
     # Organ centres spread around the middle so that three classes rarely cover each other.
     angles = rng.uniform(0, 2 * np.pi) + np.arange(classes) * 2 * np.pi / classes
@@ -74,9 +74,7 @@ def make_phantom(
         centre[0] += offset * np.cos(angles[c])
         centre[1] += offset * np.sin(angles[c])
         radii = rng.uniform(0.45, 0.65, len(shape)) * (1.0 if classes == 1 else 0.55)
-        r = sum(((x - m) / a) ** 2 for x, m, a in zip(grid, centre, radii))
-        wobble = 0.25 * _smooth_field(rng, shape, sigma=max(shape) / 8)
-        label[r + wobble < 1] = c + 1
+        label[_blob(rng, shape, centre, radii)] = c + 1
     intensity = np.take(np.asarray(_INTENSITY, np.float32), label)
     return _image(rng, shape, label, intensity, 0.15, 0.06)
 
