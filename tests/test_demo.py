@@ -12,7 +12,9 @@ def test_demo_passes_overrides_to_both_runs_and_logs_each_run(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     argv = [sys.executable, str(REPO / "examples" / "demo.py"), "--quick", "--out", str(out), "--workers", "1"]
-    done = subprocess.run([*argv, "--set", "data.num_test=3", "data.labeled=3"], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [*argv, "--set", "data.num_test=3", "data.labeled=3"], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     # both runs tested the same 3 cases (a mismatch would fail the pairing), and the title follows the override
     assert "Paired over the 3 test cases" in done.stdout

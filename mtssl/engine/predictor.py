@@ -19,7 +19,7 @@ from mtssl.data.resample import downsample_image, resampled_shape, resize, to_na
 from mtssl.engine.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
 from mtssl.engine.evaluator import window_predictor
 from mtssl.engine.protocol import largest_component, probabilities_to_labels
-from mtssl.engine.sliding_window import sliding_window
+from mtssl.engine.sliding_window import slice_by_slice, sliding_window
 from mtssl.engine.spec import InferenceSpec
 from mtssl.model import MultiTaskModel
 
@@ -65,6 +65,12 @@ class Predictor:
     augmentation mirrored (``spec.mirror_axes``: axes 0 and 1 under ``rot90``/``flip``, 4 passes),
     each mirrored back first: nnU-Net's test-time augmentation, which also mirrors only the axes it
     trained on.
+
+    A 2D model given a volume (a 3D array, or a 4D one with its channels first or last; never a PNG or
+    TIFF) predicts it slice by slice, as the evaluator tests ACDC's volumes: along the volume's coarsest
+    axis where its spacing says which (a NIfTI's through-plane axis), else along axis 0 (how h5 and
+    ``.npy`` stacks such as SSL4MIS's ACDC hold their slices). The volume is normalised whole, as a data
+    set of volumes normalises its cases, and test-time mirroring flips the in-plane axes only.
     """
 
     def __init__(self, model: MultiTaskModel, spec: InferenceSpec, device: torch.device, tta: bool = False) -> None:
@@ -82,16 +88,18 @@ class Predictor:
         """Raw ``(C, *S)`` image to the network's input, as the training data were prepared."""
         return normalize_image(image, self.spec.normalization, self.spec.ct_window)
 
-    def _channels_first(self, image: np.ndarray, what: str = "the image") -> np.ndarray:
-        nd, channels = self.spec.spatial_dims, self.spec.in_channels
+    def _channels_first(self, image: np.ndarray, what: str = "the image", nd: int | None = None) -> np.ndarray:
+        nd, channels = nd or self.spec.spatial_dims, self.spec.in_channels
         if image.ndim == nd:
             image = image[None]
         elif image.ndim == nd + 1 and image.shape[-1] == channels and image.shape[0] != channels:
             image = np.moveaxis(image, -1, 0)  # (H, W, C) images and (X, Y, Z, C) NIfTI
         if image.ndim != nd + 1 or image.shape[0] != channels:
+            volumes = " (or volumes of them, slice by slice)" if nd != self.spec.spatial_dims else ""
             raise DataError(
-                f"{what} has shape {tuple(image.shape)}, but the model takes {nd}D images with {channels} "
-                f"channel(s): give a {nd}D {'volume' if nd == 3 else 'image'} "
+                f"{what} has shape {tuple(image.shape)}, but the model takes {self.spec.spatial_dims}D images "
+                f"with {channels} channel(s){volumes}: "
+                f"give a {nd}D {'volume' if nd == 3 else 'image'} "
                 f"({'spatial dims only, or ' if channels == 1 else ''}channels first or last)"
             )
         if not np.isfinite(image).all():
@@ -118,21 +126,53 @@ class Predictor:
         trained on resampled cases (``spec.spacing``) needs it, to resample the image as its training
         data were and its probabilities back to the image's own grid.
         """
-        what = source or "the image"
+        what, picture = source or "the image", False
         if isinstance(x, (str, Path)):
             what = str(x)
             x, meta = read_input(x)
-            spacing = spacing or input_spacing(meta)
+            spacing, picture = spacing or input_spacing(meta), meta["format"] == "image"
         image = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        spec = self.spec
+        channels = spec.in_channels
+        if spec.spatial_dims == 2 and not picture and (image.ndim == 4 or (image.ndim == 3 and channels == 1)):
+            return self._volume(image, what, spacing)
         # the raw dtype goes to the normalisation: "unit" divides an integer image by its dtype's maximum
         image = self.normalize(self._channels_first(image, what))
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
-        spec = self.spec
-        axes = spec.mirror_axes if spec.mirror_axes is not None else range(spec.spatial_dims)
-        spatial = [a + 1 for a in axes]  # after the channel axis
-        mirrors = [a for r in range(len(spatial) + 1) for a in itertools.combinations(spatial, r)] if self.tta else [()]
         grid = self._grid(tuple(tensor.shape[1:]), spacing, what)
-        probs = sum(self._probabilities(tensor.flip(axes), grid).flip(axes) for axes in mirrors) / len(mirrors)
+        probs = self._mirrored(lambda t: self._probabilities(t, grid), tensor, first_axis=1)
+        return self._labels(probs)
+
+    def _mirrored(self, predict: Any, tensor: torch.Tensor, first_axis: int) -> torch.Tensor:
+        """``predict(tensor)``, or with ``tta`` its mean over the mirrored copies (each mirrored back);
+        the model's spatial axes start at ``first_axis`` of ``tensor``."""
+        axes = self.spec.mirror_axes if self.spec.mirror_axes is not None else range(self.spec.spatial_dims)
+        spatial = [a + first_axis for a in axes]
+        mirrors = [a for r in range(len(spatial) + 1) for a in itertools.combinations(spatial, r)] if self.tta else [()]
+        return sum(predict(tensor.flip(axes)).flip(axes) for axes in mirrors) / len(mirrors)
+
+    def _volume(self, image: np.ndarray, what: str, spacing: tuple[float, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+        """A 2D model's prediction of a volume, slice by slice (the class doc)."""
+        spec = self.spec
+        image = self.normalize(self._channels_first(image, what, nd=3))
+        sides = tuple(spacing)[:3] if spacing is not None and len(spacing) >= 3 else None
+        axis = int(np.argmax(sides)) if sides is not None and max(sides) > min(sides) else 0
+        # (C, D, H, W): the slices along axis 1, as slice_by_slice and the evaluator take them
+        stack = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, 1 + axis, 1))).to(self.device)
+        in_plane = tuple(s for i, s in enumerate(sides) if i != axis) if sides is not None else None
+        grid = self._grid(tuple(stack.shape[2:]), in_plane, what)
+
+        def predict(volume: torch.Tensor) -> torch.Tensor:
+            if spec.slice_size is not None or (grid is None and spec.downsample == 1):
+                return slice_by_slice(self._predict, volume, spec.patch, spec.stride, size=spec.slice_size)
+            return torch.stack([self._probabilities(volume[:, d], grid) for d in range(volume.shape[1])], dim=1)
+
+        probs = self._mirrored(predict, stack, first_axis=2).movedim(1, 1 + axis)
+        return self._labels(probs)
+
+    def _labels(self, probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and labels as numpy arrays (the largest component per class where the spec says)."""
+        spec = self.spec
         labels = probabilities_to_labels(probs, spec.softmax, spec.threshold).cpu().numpy()
         if spec.lcc:
             labels = largest_component(labels, spec.num_classes)

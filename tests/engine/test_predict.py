@@ -9,6 +9,7 @@ import yaml
 
 import mtssl
 from mtssl.cli import main
+from mtssl.data.cases import DataError
 from mtssl.data.phantom import make_phantom
 from mtssl.engine.run import train_run
 from tests.engine.test_train import tiny_config
@@ -226,3 +227,67 @@ def test_an_integer_image_reaches_the_unit_normalisation_in_its_own_dtype(run_di
     as_uint8, _ = predictor(image)
     as_fraction, _ = predictor(image.astype(np.float32) / 255)  # what "unit" makes of it: a float in [0, 1]
     np.testing.assert_allclose(as_uint8, as_fraction, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def run_2d(tmp_path_factory):
+    """A tiny 2D U-Net trained on the 2D phantom (z-scored images, rot90/flip augmentation)."""
+    out = tmp_path_factory.mktemp("run2d")
+    config = {
+        "recipe": {"name": "supervised"},
+        "data": {"name": "phantom", "spatial_dims": 2, "labeled": 2, "num_train": 4, "num_test": 1},
+        "model": {"backbone": {"name": "unet", "features": [4, 8, 16, 32, 64]}},
+        "train": {"iterations": 10, "batch_size": 2, "labeled_bs": 2, "progress": False, "log_every": 5},
+    }
+    config["data"].update(size=[32, 32], patch=[16, 16])
+    train_run(config, out)
+    return out
+
+
+def _slice_reference(run, volume, axis, tta=False):
+    """Each slice of ``volume`` predicted alone by the 2D path, from the volume normalised whole; the
+    labels: the probabilities over 0.5, then the largest component of the volume (scipy, full connectivity)."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    from mtssl.engine.predictor import Predictor
+
+    whole = mtssl.load(run)
+    normalised = whole.normalize(volume[None])[0]
+    plain = Predictor(whole.model, dataclasses.replace(whole.spec, normalization="none"), whole.device, tta=tta)
+    probs = np.stack([plain(np.take(normalised, k, axis=axis))[0] for k in range(volume.shape[axis])], axis=1 + axis)
+    components, n = ndimage.label(probs[0] > 0.5, structure=np.ones((3, 3, 3)))
+    assert n >= 1  # something is predicted
+    largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
+    return probs, (components == largest).astype(np.uint8)
+
+
+@pytest.mark.parametrize("tta", [False, True], ids=["plain", "tta"])
+def test_a_2d_model_predicts_a_volume_slice_by_slice_along_its_coarsest_axis(run_2d, tmp_path, tta):
+    image, _ = make_phantom((32, 32, 5), 1, seed=11)
+    volume = image[0] * 3 + 1  # not z-scored: the predictor normalises the volume whole
+    # a NIfTI whose third axis is the coarse one (ACDC's slices are 5-10 mm apart, 1.5 mm in-plane)
+    nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 8.0, 1.0])), tmp_path / "vol.nii.gz")
+    probs, labels = mtssl.load(run_2d, tta=tta)(tmp_path / "vol.nii.gz")
+    ref_probs, ref_labels = _slice_reference(run_2d, volume, axis=2, tta=tta)
+    assert probs.shape == (1, 32, 32, 5) and labels.shape == (32, 32, 5)
+    np.testing.assert_allclose(probs, ref_probs, atol=1e-5)
+    assert np.array_equal(labels, ref_labels)
+    # an array has no spacing: its slices lie along axis 0, as in SSL4MIS's ACDC h5 files
+    stack = np.ascontiguousarray(np.moveaxis(volume, 2, 0))
+    probs0, labels0 = mtssl.load(run_2d, tta=tta)(stack)
+    np.testing.assert_allclose(probs0, _slice_reference(run_2d, stack, axis=0, tta=tta)[0], atol=1e-5)
+    assert np.array_equal(labels0, np.moveaxis(labels, 2, 0))
+
+
+def test_predict_writes_a_2d_models_prediction_of_a_nifti_volume(run_2d, tmp_path):
+    image, _ = make_phantom((32, 32, 4), 1, seed=3)
+    affine = np.diag([1.5, 1.5, 10.0, 1.0])
+    nib.save(nib.Nifti1Image(image[0], affine), tmp_path / "case.nii.gz")
+    assert main(["predict", str(run_2d), str(tmp_path / "case.nii.gz"), "--out", str(tmp_path / "pred")]) == 0
+    pred = nib.load(tmp_path / "pred" / "case.nii.gz")
+    assert pred.shape == (32, 32, 4) and np.allclose(pred.affine, affine)
+    assert np.array_equal(np.asarray(pred.dataobj), mtssl.load(run_2d)(tmp_path / "case.nii.gz")[1])
+    with pytest.raises(DataError, match=r"takes 2D images with 1 channel\(s\) \(or volumes of them, slice by slice\)"):
+        mtssl.load(run_2d)(np.zeros((3, 8, 8, 8), np.float32))  # three channels for a one-channel model
