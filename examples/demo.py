@@ -102,7 +102,7 @@ def main() -> None:
             recipe, seed = runs[done]
             scores[recipe][seed], took = done.result()
             seconds[recipe] += took
-            mean = sum(scores[recipe][seed].values()) / len(scores[recipe][seed])
+            mean = statistics.mean(scores[recipe][seed].values())
             console.print(f"{recipe}, seed {seed}: {mean:.2f} % Dice in {took:.0f} s ({out}/{recipe}_seed{seed}.log)")
     scores = {r: dict(sorted(scores[r].items())) for r in RECIPES}
     result = compare_paired(scores["dbisl"], scores["supervised"])
@@ -111,9 +111,9 @@ def main() -> None:
     for column in ("seed", "supervised", "DBiSL", "Δ DBiSL - supervised"):
         table.add_column(column, justify="right")
     for seed, diff in result.per_seed.items():
-        mean = {r: sum(scores[r][seed].values()) / len(scores[r][seed]) for r in RECIPES}
+        mean = {r: statistics.mean(scores[r][seed].values()) for r in RECIPES}
         table.add_row(str(seed), f"{mean['supervised']:.2f}", f"{mean['dbisl']:.2f}", f"{diff:+.2f}")
-    spread = {r: _spread([sum(scores[r][s].values()) / len(scores[r][s]) for s in result.seeds]) for r in RECIPES}
+    spread = {r: _spread([statistics.mean(scores[r][s].values()) for s in result.seeds]) for r in RECIPES}
     table.add_row(
         "mean ± std",
         f"{result.mean_b:.2f} ± {spread['supervised']:.2f}",
