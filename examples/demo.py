@@ -16,6 +16,8 @@ Each run trains in a worker process of its own on one thread (``--workers`` at a
 default): a network this small gains nothing from a second thread, so two one-thread runs side by
 side halve the wall time, and a run's numbers do not depend on how many cores the machine has. A
 worker's progress lines go to ``<out>/<recipe>_seed<N>.log``; the demo prints one line per finished run.
+A log file of that name that the demo did not write (its first line is the demo's marker) stops the demo
+before any training: it is never overwritten.
 """
 
 from __future__ import annotations
@@ -58,6 +60,26 @@ def easy(out: Path, iterations: int) -> None:
         Console().print(f"{recipe}: {100 * summary['mean']['dice']:.2f} % Dice on the easy 3D phantom")
 
 
+def log_marker(recipe: str, seed: int) -> str:
+    """The first line of a run's log: how a rerun knows the file is the demo's own to rewrite."""
+    return f"# mtssl demo log: {recipe}, seed {seed}\n"
+
+
+def check_logs(out: Path, recipe_seeds: list[tuple[str, int]]) -> None:
+    """Refuse, before any training, to overwrite a ``<recipe>_seed<N>.log`` in ``out`` that the demo did not write."""
+    for recipe, seed in recipe_seeds:
+        path = out / f"{recipe}_seed{seed}.log"
+        if path.exists():
+            with open(path, errors="replace") as file:
+                first = file.readline()
+            if first != log_marker(recipe, seed):
+                raise SystemExit(
+                    f"demo: {path} exists and was not written by the demo (its first line is not "
+                    f"{log_marker(recipe, seed).strip()!r}); it is left as it is. Move it, or choose another "
+                    "folder with --out."
+                )
+
+
 def train_one(recipe: str, seed: int, overrides: list[str], out: Path) -> tuple[dict[str, float], float]:
     """One run in a worker process, on one thread, its output in ``<out>/<recipe>_seed<seed>.log``:
     each test case's Dice % and the seconds it took."""
@@ -65,7 +87,8 @@ def train_one(recipe: str, seed: int, overrides: list[str], out: Path) -> tuple[
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / f"{recipe}_seed{seed}.log", "w")  # the demo's own file: rewritten by a rerun
+    log = open(out / f"{recipe}_seed{seed}.log", "w")  # the demo's own (check_logs): rewritten by a rerun
+    log.write(log_marker(recipe, seed))
     with log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         config = load_config(CONFIGS / f"phantom_varied_{recipe}.yaml", [f"train.seed={seed}", *overrides])
         start = time.perf_counter()
@@ -93,6 +116,7 @@ def main() -> None:
     scores: dict[str, dict[int, dict[str, float]]] = {recipe: {} for recipe in RECIPES}
     seconds: dict[str, float] = dict.fromkeys(RECIPES, 0.0)
     console = Console()
+    check_logs(out, [(recipe, seed) for seed in seeds for recipe in RECIPES])
     # spawn, not fork: a forked torch can hang in its thread pool
     spawn = multiprocessing.get_context("spawn")
     workers = max(1, min(args.workers, len(RECIPES) * len(seeds)))
