@@ -8,8 +8,8 @@ DTC with **the volume as the unit**: each test volume's Dice (mean over its 3 cl
 the seeds both recipes have, and the Wilcoxon signed-rank test runs over the 40 volumes, the per-seed
 mean differences beside it (pooling volume x seed pairs as independent would overstate the evidence);
 then DBiSL's ablation against the full recipe at 3 patients, the same way; then SSL4MIS's reference
-code against mtssl (``benchmarks/ssl4mis_parity.py``). Only recorded cells count; a missing one shows
-as "—".
+code against mtssl (``benchmarks/ssl4mis_parity.py``), per seed and paired over the volumes. Only
+recorded cells count; a missing one shows as "—".
 """
 
 from __future__ import annotations
@@ -47,18 +47,40 @@ def comparison_table(pairs: list[tuple[str, Path, str, Path, int]]) -> list[str]
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, grid, against, other, labels in pairs:
-        a, b = per_volume(grid, name, labels), per_volume(other, against, labels)
-        if not set(a) & set(b):
-            lines.append(f"| {name} | {against} | {labels} | — | | | | | | | | |")
-            continue
-        c = compare_paired(a, b)
-        seeds = ", ".join(f"{100 * d:+.2f}" for d in c.per_seed.values())
-        lo, hi = c.ci95
         lines.append(
-            f"| {name} | {against} | {labels} | {len(c.seeds)}{' ⚠' if c.warning else ''} | {100 * c.mean_a:.2f} "
-            f"| {100 * c.mean_b:.2f} | {100 * c.difference:+.2f} | [{100 * lo:+.2f}, {100 * hi:+.2f}] | {c.p:.3g} "
-            f"| {c.cases_favouring_a}/{c.cases} | {seeds} | {c.pooled_p:.3g} |"
+            comparison_row(name, against, labels, per_volume(grid, name, labels), per_volume(other, against, labels))
         )
+    return lines
+
+
+def comparison_row(
+    name: str, against: str, labels: int, a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]
+) -> str:
+    """One row of :func:`comparison_table`: ``a`` against ``b`` (each ``{seed: {volume: Dice}}``) on the
+    seeds both have, the volume as the unit."""
+    if not set(a) & set(b):
+        return f"| {name} | {against} | {labels} | — | | | | | | | | |"
+    c = compare_paired(a, b)
+    seeds = ", ".join(f"{100 * d:+.2f}" for d in c.per_seed.values())
+    lo, hi = c.ci95
+    return (
+        f"| {name} | {against} | {labels} | {len(c.seeds)}{' ⚠' if c.warning else ''} | {100 * c.mean_a:.2f} "
+        f"| {100 * c.mean_b:.2f} | {100 * c.difference:+.2f} | [{100 * lo:+.2f}, {100 * hi:+.2f}] | {c.p:.3g} "
+        f"| {c.cases_favouring_a}/{c.cases} | {seeds} | {c.pooled_p:.3g} |"
+    )
+
+
+def parity_comparison(folder: Path, grid: Path) -> list[str]:
+    """mtssl's run against SSL4MIS's code, per recipe at 3 patients, paired over the test volumes as
+    :func:`comparison_table` pairs recipes (both are scored by mtssl's evaluator)."""
+    lines = comparison_table([])
+    for recipe in ("supervised", "mean_teacher"):
+        reference = {
+            json.loads(path.read_text())["seed"]: case_dice(path)
+            for path in sorted(folder.glob(f"ssl4mis_{recipe}_3_s*.json"))
+        }
+        if reference:
+            lines.append(comparison_row(f"{recipe} (mtssl)", "SSL4MIS", 3, per_volume(grid, recipe, 3), reference))
     return lines
 
 
@@ -138,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     if (args.results / "ssl4mis").is_dir():
         print("\n#### SSL4MIS's code against mtssl's, 3 patients\n")
         print("\n".join(parity_table(args.results / "ssl4mis", main_grid)))
+        print()
+        print("\n".join(parity_comparison(args.results / "ssl4mis", main_grid)))
 
 
 if __name__ == "__main__":

@@ -46,12 +46,16 @@ NO_WRITER = (
 )
 
 
-def changes(recipe: str, iterations: int, patch: int, ramp_divisor: int = 28) -> dict[str, list[tuple[str, str]]]:
+def changes(
+    recipe: str, iterations: int, patch: int, ramp_divisor: int = 28, foreground_dice: bool = False
+) -> dict[str, list[tuple[str, str]]]:
     """Every edit to SSL4MIS's files, by file: (text, replacement); each text must occur.
 
     The mean teacher's ramp steps every ``ramp_divisor`` iterations instead of 150 (with
     ``--consistency_rampup 40``, mtssl's 40 steps: the CPU grid's ramp, full at 1120 of 1400), and its
     consistency starts at 1000 / 30000 of the run instead of iteration 1000.
+    ``foreground_dice`` (a diagnostic, not parity) drops the background channel from SSL4MIS's Dice loss
+    and averages over the foreground classes, as mtssl's Dice does: the one loss difference known.
     """
     train = [
         ("from tensorboardX import SummaryWriter", NO_WRITER),
@@ -71,11 +75,17 @@ def changes(recipe: str, iterations: int, patch: int, ramp_divisor: int = 28) ->
             ),
             ("if iter_num < 1000:", f"if iter_num < {1000 * iterations // 30000}:"),
         ]
-    return {
+    edits = {
         SCRIPTS[recipe]: train,
         "val_2D.py": [(".cuda()", ""), ("patch_size=[256, 256]", f"patch_size=[{patch}, {patch}]")],
         "dataloaders/dataset.py": [("import cv2\n", "")],
     }
+    if foreground_dice:
+        edits["utils/losses.py"] = [
+            ("            weight = [1] * self.n_classes\n", "            weight = [0] + [1] * (self.n_classes - 1)\n"),
+            ("        return loss / self.n_classes\n", "        return loss / (self.n_classes - 1)\n"),
+        ]
+    return edits
 
 
 def apply_changes(code: Path, edits: dict[str, list[tuple[str, str]]]) -> None:
@@ -164,9 +174,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--work", type=Path, required=True, help="a folder outside the repository for the copy and its runs"
     )
     ap.add_argument("--dest", type=Path, required=True, help="where the scored run's JSON goes")
+    ap.add_argument(
+        "--foreground-dice",
+        action="store_true",
+        help="diagnostic: SSL4MIS's Dice loss over the foreground classes only, as mtssl's (ssl4mis_fgdice_*.json)",
+    )
     args = ap.parse_args(argv)
 
-    name = f"ssl4mis_{args.recipe}_{args.labeled}_s{args.seed}"
+    name = f"ssl4mis{'_fgdice' if args.foreground_dice else ''}_{args.recipe}_{args.labeled}_s{args.seed}"
     work = args.work / name
     marker = work / ".ssl4mis_parity"
     if work.exists() and not marker.is_file():
@@ -176,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True)
     marker.write_text("made by benchmarks/ssl4mis_parity.py\n")
     shutil.copytree(args.ssl4mis / "code", work / "code")
-    edits = changes(args.recipe, args.iterations, args.patch, args.ramp_divisor)
+    edits = changes(args.recipe, args.iterations, args.patch, args.ramp_divisor, args.foreground_dice)
     # SSL4MIS picks its patients_to_slices table by "ACDC" in --root_path (else its Prostate one)
     data = work / "ACDC"
     data.symlink_to(args.data.resolve(), target_is_directory=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from benchmarks.acdc_cpu_tables import class_table, comparison_table, per_volume
+from benchmarks.acdc_cpu_tables import class_table, comparison_table, parity_comparison, per_volume
 from benchmarks.ssl4mis_parity import apply_changes, changes
 
 
@@ -51,6 +51,28 @@ def test_class_table_averages_the_seeds_and_counts_empty_classes(tmp_path):
     assert line == "| dbisl | 3 | 2 | 5.00 | 55.00 | 75.00 | 3 / 0 / 0 |"
 
 
+def test_parity_pairs_mtssl_against_ssl4mis_over_the_volumes_of_common_seeds(tmp_path):
+    rng = np.random.default_rng(2)
+    mine = {s: {f"v{i}": rng.uniform(0.3, 0.9, 3).tolist() for i in range(8)} for s in (1, 2, 3)}
+    theirs = {s: {f"v{i}": rng.uniform(0.2, 0.8, 3).tolist() for i in range(8)} for s in (1, 2)}
+    for seed, values in mine.items():
+        write_cell(tmp_path, "supervised", 3, seed, values)
+    reference = tmp_path / "ssl4mis"
+    reference.mkdir()
+    for seed, values in theirs.items():
+        rows = [{"case": v, "class": c + 1, "dice": d} for v, per in values.items() for c, d in enumerate(per)]
+        (reference / f"ssl4mis_supervised_3_s{seed}.json").write_text(json.dumps({"seed": seed, "per_case": rows}))
+    lines = parity_comparison(reference, tmp_path)
+    assert len(lines) == 3  # the header, its rule, and supervised only: no mean-teacher runs on either side
+    cells = [x.strip() for x in lines[-1].strip("|").split("|")]
+    assert cells[:4] == ["supervised (mtssl)", "SSL4MIS", "3", "2 ⚠"]  # seed 3 has no SSL4MIS partner
+    volumes = [f"v{i}" for i in range(8)]
+    a = [np.mean([np.mean(mine[s][v]) for s in (1, 2)]) for v in volumes]
+    b = [np.mean([np.mean(theirs[s][v]) for s in (1, 2)]) for v in volumes]
+    assert float(cells[8]) == pytest.approx(wilcoxon(a, b).pvalue, rel=1e-2)
+    assert float(cells[6]) == pytest.approx(100 * (np.mean(a) - np.mean(b)), abs=0.01)
+
+
 def test_parity_edits_apply_and_a_missing_text_stops(tmp_path):
     code = tmp_path / "code"
     (code / "dataloaders").mkdir(parents=True)
@@ -86,3 +108,34 @@ def test_the_docs_show_the_recorded_tables(capsys):
     page = (Path(__file__).resolve().parents[2] / "docs" / "acdc.md").read_text()
     missing = [row for row in rows if row not in page]
     assert len(rows) > 10 and not missing, missing[:3]
+
+
+def test_the_foreground_dice_diagnostic_drops_the_background_from_ssl4mis_dice(tmp_path):
+    """The diagnostic's edit of SSL4MIS's DiceLoss, run: its loss equals the mean of the foreground classes'
+    Dice losses alone, where SSL4MIS's own averages all four channels."""
+    import torch
+
+    source = (
+        "import torch\nfrom torch import nn\n\nclass DiceLoss(nn.Module):\n"
+        "    def __init__(self, n_classes):\n        super().__init__()\n        self.n_classes = n_classes\n\n"
+        "    def forward(self, inputs, target, weight=None):\n"
+        "        if weight is None:\n            weight = [1] * self.n_classes\n"
+        "        loss = 0.0\n        for i in range(0, self.n_classes):\n"
+        "            p, t = inputs[:, i], (target[:, 0] == i).float()\n"
+        "            loss += (1 - 2 * (p * t).sum() / ((p * p).sum() + (t * t).sum())) * weight[i]\n"
+        "        return loss / self.n_classes\n"
+    )
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "utils" / "losses.py").write_text(source)
+    edits = changes("supervised", 1400, 112, foreground_dice=True)
+    apply_changes(tmp_path, {"utils/losses.py": edits["utils/losses.py"]})
+    assert "utils/losses.py" not in changes("supervised", 1400, 112)  # parity itself leaves the loss alone
+    scope: dict = {}
+    exec((tmp_path / "utils" / "losses.py").read_text(), scope)
+    torch.manual_seed(0)
+    probs, target = torch.softmax(torch.randn(2, 4, 8, 8), 1), torch.randint(0, 4, (2, 1, 8, 8))
+    per_class = [
+        1 - 2 * (probs[:, i] * (target[:, 0] == i)).sum() / ((probs[:, i] ** 2).sum() + (target[:, 0] == i).sum())
+        for i in range(4)
+    ]
+    assert float(scope["DiceLoss"](4)(probs, target)) == pytest.approx(float(sum(per_class[1:]) / 3), rel=1e-5)
