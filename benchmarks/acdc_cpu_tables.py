@@ -40,12 +40,15 @@ def per_volume(grid: Path, recipe: str, labels: int) -> dict[int, dict[str, floa
     }
 
 
+COMPARISON_HEADER = (
+    "| recipe | against | patients | seeds | Dice % | against's | Δ (volumes, seed-averaged) | 95 % CI "
+    "(seeds, then volumes) | Wilcoxon p (volumes) | volumes better | Δ per seed | pooled p (secondary) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+)
+
+
 def comparison_table(pairs: list[tuple[str, Path, str, Path, int]]) -> list[str]:
-    lines = [
-        "| recipe | against | patients | seeds | Dice % | against's | Δ (volumes, seed-averaged) | 95 % CI "
-        "(seeds, then volumes) | Wilcoxon p (volumes) | volumes better | Δ per seed | pooled p (secondary) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    lines = list(COMPARISON_HEADER)
     for name, grid, against, other, labels in pairs:
         lines.append(
             comparison_row(name, against, labels, per_volume(grid, name, labels), per_volume(other, against, labels))
@@ -73,12 +76,9 @@ def comparison_row(
 def parity_comparison(folder: Path, grid: Path) -> list[str]:
     """mtssl's run against SSL4MIS's code, per recipe at 3 patients, paired over the test volumes as
     :func:`comparison_table` pairs recipes (both are scored by mtssl's evaluator)."""
-    lines = comparison_table([])
+    lines = list(COMPARISON_HEADER)
     for recipe in ("supervised", "mean_teacher"):
-        reference = {
-            json.loads(path.read_text())["seed"]: case_dice(path)
-            for path in sorted(folder.glob(f"ssl4mis_{recipe}_3_s*.json"))
-        }
+        reference = {seed: case_dice(path) for seed, (path, _) in reference_runs(folder, recipe).items()}
         if reference:
             lines.append(comparison_row(f"{recipe} (mtssl)", "SSL4MIS", 3, per_volume(grid, recipe, 3), reference))
     return lines
@@ -113,6 +113,16 @@ def class_table(grids: list[Path], order: tuple[str, ...] = ORDER) -> list[str]:
     return lines
 
 
+def reference_runs(folder: Path, recipe: str) -> dict[int, tuple[Path, dict]]:
+    """SSL4MIS's parity runs of ``recipe`` at 3 patients, ``{seed: (file, record)}``; the
+    ``--foreground-dice`` diagnostic's ``ssl4mis_fgdice_*`` files are not parity runs and stay out."""
+    runs = {}
+    for path in sorted(folder.glob(f"ssl4mis_{recipe}_3_s*.json")):
+        record = json.loads(path.read_text())
+        runs[record["seed"]] = (path, record)
+    return runs
+
+
 def parity_table(folder: Path, grid: Path) -> list[str]:
     """SSL4MIS's code against mtssl's, per recipe at 3 patients: Dice per seed, mean ± seed spread."""
     lines = [
@@ -121,10 +131,10 @@ def parity_table(folder: Path, grid: Path) -> list[str]:
     ]
     ours = {(c["recipe"], c["seed"]): c for c in cells(grid) if c["labels"] == 3}
     for recipe in ("supervised", "mean_teacher"):
-        refs = {}
-        for path in sorted(folder.glob(f"ssl4mis_{recipe}_3_s*.json")):
-            record = json.loads(path.read_text())
-            refs[record["seed"]] = {"dice": 100 * record["mean"]["dice"], "seconds": record["seconds"]}
+        refs = {
+            seed: {"dice": 100 * record["mean"]["dice"], "seconds": record["seconds"]}
+            for seed, (_, record) in reference_runs(folder, recipe).items()
+        }
         mine = {seed: c for (r, seed), c in ours.items() if r == recipe}
         for code, runs in (("SSL4MIS", refs), ("mtssl", mine)):
             if not runs:
