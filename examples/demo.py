@@ -60,6 +60,11 @@ def easy(out: Path, iterations: int) -> None:
         Console().print(f"{recipe}: {100 * summary['mean']['dice']:.2f} % Dice on the easy 3D phantom")
 
 
+def log_path(out: Path, recipe: str, seed: int) -> Path:
+    """Where a run's progress lines go."""
+    return out / f"{recipe}_seed{seed}.log"
+
+
 def log_marker(recipe: str, seed: int) -> str:
     """The first line of a run's log: how a rerun knows the file is the demo's own to rewrite."""
     return f"# mtssl demo log: {recipe}, seed {seed}\n"
@@ -68,7 +73,7 @@ def log_marker(recipe: str, seed: int) -> str:
 def check_logs(out: Path, recipe_seeds: list[tuple[str, int]]) -> None:
     """Refuse, before any training, to overwrite a ``<recipe>_seed<N>.log`` in ``out`` that the demo did not write."""
     for recipe, seed in recipe_seeds:
-        path = out / f"{recipe}_seed{seed}.log"
+        path = log_path(out, recipe, seed)
         if path.exists():
             with open(path, errors="replace") as file:
                 first = file.readline()
@@ -87,7 +92,7 @@ def train_one(recipe: str, seed: int, overrides: list[str], out: Path) -> tuple[
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / f"{recipe}_seed{seed}.log", "w")  # the demo's own (check_logs): rewritten by a rerun
+    log = open(log_path(out, recipe, seed), "w")  # the demo's own (check_logs): rewritten by a rerun
     log.write(log_marker(recipe, seed))
     with log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         config = load_config(CONFIGS / f"phantom_varied_{recipe}.yaml", [f"train.seed={seed}", *overrides])
@@ -127,7 +132,7 @@ def main() -> None:
             scores[recipe][seed], took = done.result()
             seconds[recipe] += took
             mean = statistics.mean(scores[recipe][seed].values())
-            console.print(f"{recipe}, seed {seed}: {mean:.2f} % Dice in {took:.0f} s ({out}/{recipe}_seed{seed}.log)")
+            console.print(f"{recipe}, seed {seed}: {mean:.2f} % Dice in {took:.0f} s ({log_path(out, recipe, seed)})")
     scores = {r: dict(sorted(scores[r].items())) for r in RECIPES}
     result = compare_paired(scores["dbisl"], scores["supervised"])
     cases, steps, data = result.cases, config["train"]["iterations"], config["data"]
