@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: supervised and DBiSL on the built-in varied 2D phantom, 3 seeds, paired (about 75 s on 2 cores;
+## demo: supervised and DBiSL on the built-in shifted 2D phantom, 3 seeds, paired (about 90 s on 2 cores;
 ## DEMO_ARGS=--quick for a 20-step one-seed smoke test)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out runs/demo $(DEMO_ARGS)

@@ -60,3 +60,9 @@ def test_demo_rewrites_its_own_logs(tmp_path):
     (tmp_path / "supervised_seed3.log").write_text(demo.log_marker("dbisl", 3))  # another run's marker
     with pytest.raises(SystemExit, match=r"supervised_seed3\.log exists and was not written by the demo"):
         demo.check_logs(tmp_path, [("supervised", 3)])
+
+
+def test_the_demo_calls_a_difference_beyond_the_seed_spread_only_when_it_is():
+    demo = _demo_module()
+    assert demo.beyond_spread(6.52, 1.83) == "more" and demo.beyond_spread(-5.06, 1.0) == "more"
+    assert demo.beyond_spread(8.65, 12.09) == "not more" and demo.beyond_spread(1.0, 1.0) == "not more"

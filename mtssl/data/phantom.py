@@ -11,6 +11,13 @@ field's strength grows from 0 to 0.5 with ``t`` (intensity varying by up to e^(+
 which the per-case z-score does not remove), the organ's contrast from 0.25 to 0.6 and the noise
 from 0.04 to 0.15. A couple of labeled cases then cover little of what the test cases look like,
 while the unlabeled ones cover all of it.
+
+``shifted`` (``make demo``'s) is ``varied`` with two changes that make the labeled few unlike the rest:
+the labeled cases draw their ``t`` from the easy quarter of the range (``t / 4``: a weak bias field,
+low contrast and noise), and every case's z-scored image is then scaled by a gain ``e^(u t)`` and
+shifted by an offset ``1.5 v t`` (``u``, ``v`` uniform in [-1, 1], drawn per case), as if each case came
+from a scanner of its own whose intensity scale no per-case normalisation had removed. The labeled
+cases (``t <= 1/4``) then show at most a quarter of that shift; the unlabeled and test cases all of it.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from mtssl.data.dataset import SegmentationData
 from mtssl.data.options import shared_options
 from mtssl.registry import DATASETS
 
-__all__ = ["make_phantom", "phantom", "varied_appearance"]
+__all__ = ["make_phantom", "phantom", "shifted_appearance", "varied_appearance"]
 
 _INTENSITY = (0.25, 0.85, 0.6, 1.0)  # background, class 1, 2, 3
 
@@ -41,6 +48,20 @@ def varied_appearance(index: int) -> dict[str, float]:
     return {"bias": 0.5 * t, "noise": 0.04 + 0.11 * t, "contrast": 0.25 + 0.35 * t}
 
 
+def shifted_appearance(index: int, labeled: bool) -> dict[str, float]:
+    """Case ``index``'s ``bias``, ``noise``, ``contrast``, ``gain`` and ``offset`` in the ``shifted``
+    appearance (the module doc): a labeled case draws from the easy quarter of the ``varied`` range."""
+    t = varied_appearance(index)["bias"] / 0.5 * (0.25 if labeled else 1.0)
+    u, v = np.random.default_rng(77 + index).uniform(-1, 1, 2)  # the case's scanner: its own stream
+    return {
+        "bias": 0.5 * t,
+        "noise": 0.04 + 0.11 * t,
+        "contrast": 0.25 + 0.35 * t,
+        "gain": float(np.exp(u * t)),
+        "offset": float(1.5 * v * t),
+    }
+
+
 def _blob(rng: np.random.Generator, shape: tuple[int, ...], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """An ellipsoid at ``centre`` with ``radii`` (in [-1, 1] coordinates), its surface wobbled by a smooth field."""
     grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
@@ -54,7 +75,8 @@ def make_phantom(
     """One case: image ``(1, *shape)`` float32 (z-scored) and label ``shape`` uint8 with values 0..classes.
 
     ``appearance`` (``bias``, ``noise``, ``contrast``: :func:`varied_appearance`) draws one organ of the
-    ``varied`` appearance instead of the ``fixed`` one."""
+    ``varied`` appearance instead of the ``fixed`` one; with a ``gain`` and an ``offset`` as well
+    (:func:`shifted_appearance`), the z-scored image is then scaled by the gain and shifted by the offset."""
     if appearance is not None:
         if classes != 1:
             raise DataError("the varied phantom has one organ: classes 1")
@@ -63,7 +85,10 @@ def make_phantom(
         centre, radii = rng.uniform(-0.25, 0.25, len(shape)), rng.uniform(0.25, 0.5, len(shape))
         label = _blob(rng, shape, centre, radii).astype(np.uint8)
         intensity = np.where(label > 0, _INTENSITY[0] + appearance["contrast"], _INTENSITY[0]).astype(np.float32)
-        return _image(rng, shape, label, intensity, appearance["bias"], appearance["noise"])
+        image, label = _image(rng, shape, label, intensity, appearance["bias"], appearance["noise"])
+        if "gain" in appearance:
+            image = (image * appearance["gain"] + appearance["offset"]).astype(np.float32)
+        return image, label
     rng = np.random.default_rng(seed)
     label = np.zeros(shape, np.uint8)
     # Organ centres spread around the middle so that three classes rarely cover each other.
@@ -112,7 +137,7 @@ def phantom(
     augment: tuple[str | dict[str, Any], ...] = ("rot90", "flip", "crop"),
     fg_crop_prob: float = 0.0,
     seed: int = 0,
-    appearance: Literal["fixed", "varied"] = "fixed",
+    appearance: Literal["fixed", "varied", "shifted"] = "fixed",
 ) -> SegmentationData:
     """Synthetic organs; the same seed always gives the same volumes.
 
@@ -124,25 +149,34 @@ def phantom(
         num_train: training cases.
         num_test: test cases.
         size: volume size; 64x64x48 in 3D, 96x96 in 2D by default.
-        appearance: ``fixed`` (every case alike, the default) or ``varied`` (each case's bias field,
-            contrast and noise drawn from a range: ``make demo``'s; one organ); see the module doc.
+        appearance: ``fixed`` (every case alike, the default), ``varied`` (each case's bias field,
+            contrast and noise drawn from a range; one organ) or ``shifted`` (``varied`` with the labeled
+            cases from the easy end and each case's own intensity gain and offset: ``make demo``'s); see
+            the module doc.
     """
     size = tuple(size or ((64, 64, 48) if spatial_dims == 3 else (96, 96)))
     patch = tuple(patch or ((48, 48, 32) if spatial_dims == 3 else (64, 64)))
     if len(size) != spatial_dims:
         raise DataError(f"size {size} must have {spatial_dims} values for spatial_dims={spatial_dims}")
 
+    ids = [f"phantom{index:03d}" for index in range(num_train + num_test)]
+    split = select_split(ids[:num_train], ids[num_train:], labeled, selection, val, seed)
+    with_labels = {*split.labeled, *split.val}  # the shifted appearance draws these from the easy end
+
     def case(index: int) -> Case:
         def load() -> CaseData:
-            varied = varied_appearance(index) if appearance == "varied" else None
-            image, label = make_phantom(size, classes, seed * 100_003 + index, varied)
+            look = {
+                "fixed": None,
+                "varied": varied_appearance(index),
+                "shifted": shifted_appearance(index, ids[index] in with_labels),
+            }[appearance]
+            image, label = make_phantom(size, classes, seed * 100_003 + index, look)
             return CaseData(image, label, (1.0,) * spatial_dims)
 
-        return Case(f"phantom{index:03d}", load)
+        return Case(ids[index], load)
 
     cases = [case(i) for i in range(num_train + num_test)]
     train, test = cases[:num_train], cases[num_train:]
-    split = select_split([c.id for c in train], [c.id for c in test], labeled, selection, val, seed)
     return SegmentationData(
         train,
         test,

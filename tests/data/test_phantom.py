@@ -77,3 +77,47 @@ def test_the_varied_appearance_draws_each_cases_bias_contrast_and_noise():
     )
     with pytest.raises(ValueError, match="the varied phantom has one organ: classes 1"):
         make_phantom((32, 32), 3, seed=0, appearance=draws[0])
+
+
+def test_the_shifted_appearance_gives_the_labeled_cases_the_easy_end_and_every_case_its_own_gain_and_offset():
+    """``shifted`` (make demo's): a labeled case draws t / 4 of its varied draw, an unlabeled or test case t
+    itself; each z-scored image is then scaled by e^(u t) and shifted by 1.5 v t (|u|, |v| <= 1), so its
+    mean is the offset and its standard deviation the gain. Which cases are labeled follows the split,
+    also when it is drawn at random."""
+    from mtssl.data.phantom import shifted_appearance, varied_appearance
+
+    for index in range(40):
+        t = varied_appearance(index)["bias"] / 0.5
+        hard, easy = shifted_appearance(index, labeled=False), shifted_appearance(index, labeled=True)
+        for look, tt in ((hard, t), (easy, t / 4)):
+            assert look["bias"] == pytest.approx(0.5 * tt) and look["noise"] == pytest.approx(0.04 + 0.11 * tt)
+            assert look["contrast"] == pytest.approx(0.25 + 0.35 * tt)
+            assert abs(np.log(look["gain"])) <= tt + 1e-12 and abs(look["offset"]) <= 1.5 * tt + 1e-12
+        assert np.log(easy["gain"]) == pytest.approx(np.log(hard["gain"]) / 4)  # the same scanner, a quarter of t
+    shifts = np.array(
+        [[np.log(shifted_appearance(i, False)["gain"]), shifted_appearance(i, False)["offset"]] for i in range(40)]
+    )
+    assert shifts.min(axis=0).tolist() < [-0.3, -0.5] and shifts.max(axis=0).tolist() > [0.3, 0.5]  # both ways
+
+    for selection in ("first", "random"):
+        data = DATASETS.create(
+            "phantom",
+            spatial_dims=2,
+            appearance="shifted",
+            size=(64, 64),
+            num_train=8,
+            num_test=2,
+            labeled=3,
+            selection=selection,
+            seed=4,
+        )
+        assert len(data.split.labeled) == 3
+        for case_id in [*data.split.labeled, *data.split.unlabeled, *data.test.ids]:
+            index = int(case_id.removeprefix("phantom"))
+            look = shifted_appearance(index, labeled=case_id in data.split.labeled)
+            image, label = make_phantom((64, 64), 1, seed=4 * 100_003 + index, appearance=look)
+            stored = data.store[case_id]
+            assert np.array_equal(stored.image, image) and np.array_equal(stored.label, label), case_id
+            assert stored.image.mean() == pytest.approx(look["offset"], abs=1e-4)
+            assert stored.image.std() == pytest.approx(look["gain"], rel=1e-3)
+    assert data.split.labeled != ("phantom000", "phantom001", "phantom002")  # the random draw, not the first three
