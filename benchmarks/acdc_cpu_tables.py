@@ -73,14 +73,16 @@ def comparison_row(
     )
 
 
-def parity_comparison(folder: Path, grid: Path) -> list[str]:
+def parity_comparison(folder: Path, grids: list[Path]) -> list[str]:
     """mtssl's run against SSL4MIS's code, per recipe at 3 patients, paired over the test volumes as
-    :func:`comparison_table` pairs recipes (both are scored by mtssl's evaluator)."""
+    :func:`comparison_table` pairs recipes (both are scored by mtssl's evaluator). mtssl's runs come from
+    ``grids`` (the main grid, and the parity's extra seeds)."""
     lines = list(COMPARISON_HEADER)
     for recipe in ("supervised", "mean_teacher"):
         reference = {seed: case_dice(path) for seed, (path, _) in reference_runs(folder, recipe).items()}
+        ours = {seed: dice for grid in grids for seed, dice in per_volume(grid, recipe, 3).items()}
         if reference:
-            lines.append(comparison_row(f"{recipe} (mtssl)", "SSL4MIS", 3, per_volume(grid, recipe, 3), reference))
+            lines.append(comparison_row(f"{recipe} (mtssl)", "SSL4MIS", 3, ours, reference))
     return lines
 
 
@@ -123,29 +125,29 @@ def reference_runs(folder: Path, recipe: str) -> dict[int, tuple[Path, dict]]:
     return runs
 
 
-def parity_table(folder: Path, grid: Path) -> list[str]:
-    """SSL4MIS's code against mtssl's, per recipe at 3 patients: Dice per seed, mean ± seed spread."""
-    lines = [
-        "| recipe | code | seed 1337 | seed 1338 | seed 1339 | mean ± std over seeds | run time (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    ours = {(c["recipe"], c["seed"]): c for c in cells(grid) if c["labels"] == 3}
+def parity_table(folder: Path, grids: list[Path]) -> list[str]:
+    """SSL4MIS's code against mtssl's, per recipe at 3 patients: Dice per seed (every seed either code
+    ran; "—" where one did not), mean ± seed spread. mtssl's runs come from ``grids``."""
+    ours = {(c["recipe"], c["seed"]): c for grid in grids for c in cells(grid) if c["labels"] == 3}
+    table: list[tuple[str, str, dict[int, dict]]] = []
     for recipe in ("supervised", "mean_teacher"):
         refs = {
             seed: {"dice": 100 * record["mean"]["dice"], "seconds": record["seconds"]}
             for seed, (_, record) in reference_runs(folder, recipe).items()
         }
         mine = {seed: c for (r, seed), c in ours.items() if r == recipe}
-        for code, runs in (("SSL4MIS", refs), ("mtssl", mine)):
-            if not runs:
-                continue
-            dice = [runs[s]["dice"] for s in sorted(runs)]
-            spread = (
-                f"{statistics.mean(dice):.2f} ± {statistics.stdev(dice):.2f}" if len(dice) > 1 else f"{dice[0]:.2f}"
-            )
-            per_seed = " | ".join(f"{runs[s]['dice']:.2f}" if s in runs else "—" for s in (1337, 1338, 1339))
-            seconds = ", ".join(f"{runs[s]['seconds']:.0f}" for s in sorted(runs) if runs[s].get("seconds") is not None)
-            lines.append(f"| {recipe} | {code} | {per_seed} | {spread} | {seconds} |")
+        table += [(recipe, code, runs) for code, runs in (("SSL4MIS", refs), ("mtssl", mine)) if runs]
+    seeds = sorted({seed for _, _, runs in table for seed in runs})
+    lines = [
+        "| recipe | code | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std over seeds | run time (s) |",
+        "| --- | --- | " + " | ".join("---" for _ in seeds) + " | --- | --- |",
+    ]
+    for recipe, code, runs in table:
+        dice = [runs[s]["dice"] for s in sorted(runs)]
+        spread = f"{statistics.mean(dice):.2f} ± {statistics.stdev(dice):.2f}" if len(dice) > 1 else f"{dice[0]:.2f}"
+        per_seed = " | ".join(f"{runs[s]['dice']:.2f}" if s in runs else "—" for s in seeds)
+        seconds = ", ".join(f"{runs[s]['seconds']:.0f}" for s in sorted(runs) if runs[s].get("seconds") is not None)
+        lines.append(f"| {recipe} | {code} | {per_seed} | {spread} | {seconds} |")
     return lines
 
 
@@ -168,10 +170,13 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print("\n".join(comparison_table([(name, ablation, "dbisl", main_grid, 3) for name in ABLATION])))
     if (args.results / "ssl4mis").is_dir():
+        # mtssl's supervised runs at the parity's extra seeds (the main grid's cell config) sit beside the grid
+        extra = args.results / "parity_extra"
+        grids = [main_grid, *([extra] if extra.is_dir() else [])]
         print("\n#### SSL4MIS's code against mtssl's, 3 patients\n")
-        print("\n".join(parity_table(args.results / "ssl4mis", main_grid)))
+        print("\n".join(parity_table(args.results / "ssl4mis", grids)))
         print()
-        print("\n".join(parity_comparison(args.results / "ssl4mis", main_grid)))
+        print("\n".join(parity_comparison(args.results / "ssl4mis", grids)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from benchmarks.acdc_cpu_tables import class_table, comparison_table, parity_comparison, per_volume
+from benchmarks.acdc_cpu_tables import class_table, comparison_table, parity_comparison, parity_table, per_volume
 from benchmarks.ssl4mis_parity import apply_changes, changes
 
 
@@ -20,7 +20,8 @@ def write_cell(grid, recipe, labels, seed, dice):
         for c, d in enumerate(per_class)
     ]
     per_class = {str(c): {"dice": float(np.mean([r["dice"] for r in rows if r["class"] == c]))} for c in (1, 2, 3)}
-    (cell / "metrics.json").write_text(json.dumps({"per_case": rows, "per_class": per_class, "mean": {"dice": 0.5}}))
+    mean = {"dice": float(np.mean([np.mean(per) for per in dice.values()]))}  # over the volumes, as the evaluator's
+    (cell / "metrics.json").write_text(json.dumps({"per_case": rows, "per_class": per_class, "mean": mean}))
 
 
 def test_volumes_average_their_classes_then_the_common_seeds(tmp_path):
@@ -52,25 +53,47 @@ def test_class_table_averages_the_seeds_and_counts_empty_classes(tmp_path):
 
 
 def test_parity_pairs_mtssl_against_ssl4mis_over_the_volumes_of_common_seeds(tmp_path):
+    """mtssl's runs come from several grids (the main grid and the parity's extra seeds); only the seeds
+    both codes ran are paired, and the per-seed table shows every seed, "—" where a code has none."""
     rng = np.random.default_rng(2)
     mine = {s: {f"v{i}": rng.uniform(0.3, 0.9, 3).tolist() for i in range(8)} for s in (1, 2, 3)}
-    theirs = {s: {f"v{i}": rng.uniform(0.2, 0.8, 3).tolist() for i in range(8)} for s in (1, 2)}
+    theirs = {s: {f"v{i}": rng.uniform(0.2, 0.8, 3).tolist() for i in range(8)} for s in (1, 3, 4)}
+    main, extra = tmp_path / "main", tmp_path / "extra"
     for seed, values in mine.items():
-        write_cell(tmp_path, "supervised", 3, seed, values)
+        write_cell(extra if seed == 3 else main, "supervised", 3, seed, values)
     reference = tmp_path / "ssl4mis"
     reference.mkdir()
     for seed, values in theirs.items():
         rows = [{"case": v, "class": c + 1, "dice": d} for v, per in values.items() for c, d in enumerate(per)]
-        (reference / f"ssl4mis_supervised_3_s{seed}.json").write_text(json.dumps({"seed": seed, "per_case": rows}))
-    lines = parity_comparison(reference, tmp_path)
+        record = {
+            "seed": seed,
+            "per_case": rows,
+            "mean": {"dice": float(np.mean([np.mean(x) for x in values.values()]))},
+        }
+        (reference / f"ssl4mis_supervised_3_s{seed}.json").write_text(json.dumps({**record, "seconds": 60.0}))
+    lines = parity_comparison(reference, [main, extra])
     assert len(lines) == 3  # the header, its rule, and supervised only: no mean-teacher runs on either side
     cells = [x.strip() for x in lines[-1].strip("|").split("|")]
-    assert cells[:4] == ["supervised (mtssl)", "SSL4MIS", "3", "2 ⚠"]  # seed 3 has no SSL4MIS partner
+    assert cells[:4] == ["supervised (mtssl)", "SSL4MIS", "3", "2 ⚠"]  # seeds 1 and 3; 2 and 4 have no partner
     volumes = [f"v{i}" for i in range(8)]
-    a = [np.mean([np.mean(mine[s][v]) for s in (1, 2)]) for v in volumes]
-    b = [np.mean([np.mean(theirs[s][v]) for s in (1, 2)]) for v in volumes]
+    a = [np.mean([np.mean(mine[s][v]) for s in (1, 3)]) for v in volumes]
+    b = [np.mean([np.mean(theirs[s][v]) for s in (1, 3)]) for v in volumes]
     assert float(cells[8]) == pytest.approx(wilcoxon(a, b).pvalue, rel=1e-2)
     assert float(cells[6]) == pytest.approx(100 * (np.mean(a) - np.mean(b)), abs=0.01)
+
+    def run_mean(runs, seed):  # a run's Dice: the mean over its volumes of their class means
+        return np.mean([np.mean(per) for per in runs[seed].values()])
+
+    assert cells[10] == ", ".join(f"{100 * (run_mean(mine, s) - run_mean(theirs, s)):+.2f}" for s in (1, 3))
+
+    table = parity_table(reference, [main, extra])
+    assert table[0] == "| recipe | code | seed 1 | seed 2 | seed 3 | seed 4 | mean ± std over seeds | run time (s) |"
+    ssl4mis_row, mtssl_row = ([x.strip() for x in line.strip("|").split("|")] for line in table[2:])
+    assert ssl4mis_row[:2] == ["supervised", "SSL4MIS"] and ssl4mis_row[3] == "—"  # no SSL4MIS run at seed 2
+    assert mtssl_row[:2] == ["supervised", "mtssl"] and mtssl_row[5] == "—"  # no mtssl run at seed 4
+    ours = [100 * run_mean(mine, s) for s in (1, 2, 3)]
+    assert mtssl_row[2:5] == [f"{d:.2f}" for d in ours]
+    assert mtssl_row[6] == f"{np.mean(ours):.2f} ± {np.std(ours, ddof=1):.2f}"
 
 
 def test_parity_edits_apply_and_a_missing_text_stops(tmp_path):
