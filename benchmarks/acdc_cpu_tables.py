@@ -79,10 +79,11 @@ def parity_comparison(folder: Path, grids: list[Path]) -> list[str]:
     ``grids`` (the main grid, and the parity's extra seeds)."""
     lines = list(COMPARISON_HEADER)
     for recipe in ("supervised", "mean_teacher"):
-        reference = {seed: case_dice(path) for seed, (path, _) in reference_runs(folder, recipe).items()}
         ours = {seed: dice for grid in grids for seed, dice in per_volume(grid, recipe, 3).items()}
-        if reference:
-            lines.append(comparison_row(f"{recipe} (mtssl)", "SSL4MIS", 3, ours, reference))
+        for code, prefix in REFERENCES.items():
+            reference = {seed: case_dice(path) for seed, (path, _) in reference_runs(folder, recipe, prefix).items()}
+            if reference:
+                lines.append(comparison_row(f"{recipe} (mtssl)", code, 3, ours, reference))
     return lines
 
 
@@ -115,11 +116,16 @@ def class_table(grids: list[Path], order: tuple[str, ...] = ORDER) -> list[str]:
     return lines
 
 
-def reference_runs(folder: Path, recipe: str) -> dict[int, tuple[Path, dict]]:
-    """SSL4MIS's parity runs of ``recipe`` at 3 patients, ``{seed: (file, record)}``; the
-    ``--foreground-dice`` diagnostic's ``ssl4mis_fgdice_*`` files are not parity runs and stay out."""
+#: SSL4MIS's runs as the parity tables show them: the parity runs, and the ``--foreground-dice``
+#: diagnostic's (``ssl4mis_fgdice_*``: SSL4MIS with mtssl's Dice, not parity), each under its own name.
+REFERENCES = {"SSL4MIS": "ssl4mis", "SSL4MIS, foreground Dice (diagnostic)": "ssl4mis_fgdice"}
+
+
+def reference_runs(folder: Path, recipe: str, prefix: str = "ssl4mis") -> dict[int, tuple[Path, dict]]:
+    """SSL4MIS's runs of ``recipe`` at 3 patients whose files start with ``prefix``, ``{seed: (file,
+    record)}``: the parity runs by default (the diagnostic's ``ssl4mis_fgdice_*`` files stay out)."""
     runs = {}
-    for path in sorted(folder.glob(f"ssl4mis_{recipe}_3_s*.json")):
+    for path in sorted(folder.glob(f"{prefix}_{recipe}_3_s*.json")):
         record = json.loads(path.read_text())
         runs[record["seed"]] = (path, record)
     return runs
@@ -131,12 +137,15 @@ def parity_table(folder: Path, grids: list[Path]) -> list[str]:
     ours = {(c["recipe"], c["seed"]): c for grid in grids for c in cells(grid) if c["labels"] == 3}
     table: list[tuple[str, str, dict[int, dict]]] = []
     for recipe in ("supervised", "mean_teacher"):
-        refs = {
-            seed: {"dice": 100 * record["mean"]["dice"], "seconds": record["seconds"]}
-            for seed, (_, record) in reference_runs(folder, recipe).items()
+        codes = {
+            code: {
+                seed: {"dice": 100 * record["mean"]["dice"], "seconds": record["seconds"]}
+                for seed, (_, record) in reference_runs(folder, recipe, prefix).items()
+            }
+            for code, prefix in REFERENCES.items()
         }
-        mine = {seed: c for (r, seed), c in ours.items() if r == recipe}
-        table += [(recipe, code, runs) for code, runs in (("SSL4MIS", refs), ("mtssl", mine)) if runs]
+        codes["mtssl"] = {seed: c for (r, seed), c in ours.items() if r == recipe}
+        table += [(recipe, code, runs) for code, runs in codes.items() if runs]
     seeds = sorted({seed for _, _, runs in table for seed in runs})
     lines = [
         "| recipe | code | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std over seeds | run time (s) |",

@@ -95,6 +95,17 @@ def test_parity_pairs_mtssl_against_ssl4mis_over_the_volumes_of_common_seeds(tmp
     assert mtssl_row[2:5] == [f"{d:.2f}" for d in ours]
     assert mtssl_row[6] == f"{np.mean(ours):.2f} ± {np.std(ours, ddof=1):.2f}"
 
+    # the --foreground-dice diagnostic's runs get rows of their own, under their own name, never the parity's
+    diagnosed = {**json.loads((reference / "ssl4mis_supervised_3_s4.json").read_text()), "seed": 1}  # seed 4's Dice
+    (reference / "ssl4mis_fgdice_supervised_3_s1.json").write_text(json.dumps(diagnosed))
+    lines = parity_comparison(reference, [main, extra])
+    assert [x.strip() for x in lines[2].strip("|").split("|")][:4] == cells[:4]  # the parity row is unchanged
+    diagnostic = [x.strip() for x in lines[3].strip("|").split("|")]
+    assert diagnostic[:4] == ["supervised (mtssl)", "SSL4MIS, foreground Dice (diagnostic)", "3", "1 ⚠"]
+    assert diagnostic[10] == f"{100 * (run_mean(mine, 1) - run_mean(theirs, 4)):+.2f}"  # paired at its own seed, 1
+    rows = parity_table(reference, [main, extra])
+    assert [r.split("|")[2].strip() for r in rows[2:]] == ["SSL4MIS", "SSL4MIS, foreground Dice (diagnostic)", "mtssl"]
+
 
 def test_parity_edits_apply_and_a_missing_text_stops(tmp_path):
     code = tmp_path / "code"
