@@ -118,7 +118,7 @@ def class_table(grids: list[Path], order: tuple[str, ...] = ORDER) -> list[str]:
 
 #: SSL4MIS's runs as the parity tables show them: the parity runs, and the ``--foreground-dice``
 #: diagnostic's (``ssl4mis_fgdice_*``: SSL4MIS with mtssl's Dice, not parity), each under its own name.
-REFERENCES = {"SSL4MIS": "ssl4mis", "SSL4MIS, foreground Dice (diagnostic)": "ssl4mis_fgdice"}
+REFERENCES = {"SSL4MIS": "ssl4mis", "SSL4MIS, fg Dice (diagnostic)": "ssl4mis_fgdice"}
 
 
 def reference_runs(folder: Path, recipe: str, prefix: str = "ssl4mis") -> dict[int, tuple[Path, dict]]:
@@ -147,14 +147,14 @@ def parity_table(folder: Path, grids: list[Path]) -> list[str]:
         codes["mtssl"] = {seed: c for (r, seed), c in ours.items() if r == recipe}
         table += [(recipe, code, runs) for code, runs in codes.items() if runs]
     seeds = sorted({seed for _, _, runs in table for seed in runs})
-    lines = [
-        "| recipe | code | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std over seeds | run time (s) |",
-        "| --- | --- | " + " | ".join("---" for _ in seeds) + " | --- | --- |",
+    lines = [  # the seeds in one column, so that the table fits the docs' width however many there are
+        f"| recipe | code | Dice % at seeds {', '.join(map(str, seeds))} | mean ± std over seeds | run time (s) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for recipe, code, runs in table:
         dice = [runs[s]["dice"] for s in sorted(runs)]
         spread = f"{statistics.mean(dice):.2f} ± {statistics.stdev(dice):.2f}" if len(dice) > 1 else f"{dice[0]:.2f}"
-        per_seed = " | ".join(f"{runs[s]['dice']:.2f}" if s in runs else "—" for s in seeds)
+        per_seed = ", ".join(f"{runs[s]['dice']:.2f}" if s in runs else "—" for s in seeds)
         seconds = ", ".join(f"{runs[s]['seconds']:.0f}" for s in sorted(runs) if runs[s].get("seconds") is not None)
         lines.append(f"| {recipe} | {code} | {per_seed} | {spread} | {seconds} |")
     return lines
