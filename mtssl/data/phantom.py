@@ -165,11 +165,11 @@ def phantom(
 
     def case(index: int) -> Case:
         def load() -> CaseData:
-            look = {
-                "fixed": None,
-                "varied": varied_appearance(index),
-                "shifted": shifted_appearance(index, ids[index] in with_labels),
-            }[appearance]
+            look = None  # fixed
+            if appearance == "varied":
+                look = varied_appearance(index)
+            elif appearance == "shifted":
+                look = shifted_appearance(index, ids[index] in with_labels)
             image, label = make_phantom(size, classes, seed * 100_003 + index, look)
             return CaseData(image, label, (1.0,) * spatial_dims)
 
